@@ -1,0 +1,1 @@
+"""UPI risk and adoption data platform."""

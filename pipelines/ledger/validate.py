@@ -1,0 +1,208 @@
+"""Row-level contract validation: split a raw batch into typed good rows and rejected rows.
+
+A raw batch is whatever a source produced (columns of any type, some missing, some extra) plus
+a `_position` column saying where each row came from. Every rejected row keeps its original
+values as JSON and a reason naming each field that is wrong and what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipelines.ledger import contract as c
+
+POSITION = "_position"
+
+_INTEGER_TYPES = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+# Offsets (`Z`, `+05:30`) are converted to UTC; a timestamp without one is taken as UTC, as the
+# contract says all ledger times are.
+_TZ_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+_NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S")
+
+
+@dataclass(frozen=True)
+class ValidatedBatch:
+    """Typed rows that meet the contract, and the rejected rows with their reasons."""
+
+    good: pl.DataFrame
+    rejected: pl.DataFrame  # columns: _position, reason, record (the original row as JSON)
+    missing_columns: tuple[str, ...]
+    extra_columns: tuple[str, ...]
+
+
+def _coerce(column: str, dtype: pl.DataType, raw: pl.Series) -> pl.Expr:
+    """An expression casting `column` to the contract type; values that do not fit become null."""
+    col = pl.col(column)
+    source = raw.dtype
+    if source == dtype:
+        return col
+    if isinstance(dtype, pl.Datetime):
+        if isinstance(source, pl.Datetime):
+            if source.time_zone is None:
+                return col.dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+            return col.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+        if source == pl.String:
+            parsed = [col.str.to_datetime(f, time_zone="UTC", strict=False) for f in _TZ_FORMATS]
+            parsed += [
+                col.str.to_datetime(f, strict=False).dt.replace_time_zone("UTC")
+                for f in _NAIVE_FORMATS
+            ]
+            return pl.coalesce([p.dt.cast_time_unit("us") for p in parsed])
+        return pl.lit(None, dtype=dtype)
+    if dtype == pl.Int64:
+        if isinstance(source, _INTEGER_TYPES) or source == pl.String:
+            return col.cast(pl.Int64, strict=False)
+        if source in (pl.Float32, pl.Float64):
+            # Money and sequence numbers are exact: 100.0 is accepted, 100.5 is not.
+            return pl.when(col == col.round()).then(col.cast(pl.Int64, strict=False))
+        return pl.lit(None, dtype=dtype)
+    if dtype == pl.String:
+        if isinstance(source, _INTEGER_TYPES):
+            return col.cast(pl.String)
+        return pl.lit(None, dtype=dtype)
+    return col.cast(dtype, strict=False)
+
+
+def _value_checks(stream: c.Stream) -> list[tuple[pl.Expr, pl.Expr | str]]:
+    """(failing condition, reason) pairs on typed columns, for values present in the row."""
+    checks: list[tuple[pl.Expr, pl.Expr | str]] = []
+
+    def got(column: str, expected: str) -> pl.Expr:
+        return pl.lit(f"{column}: expected {expected}, got ") + pl.col(column).str.slice(0, 40)
+
+    def pattern(column: str, regex: str, expected: str) -> None:
+        checks.append(
+            (
+                pl.col(column).is_not_null() & ~pl.col(column).str.contains(regex),
+                got(column, expected),
+            )
+        )
+
+    def enum(column: str, allowed: tuple[str, ...]) -> None:
+        checks.append(
+            (
+                pl.col(column).is_not_null() & ~pl.col(column).is_in(list(allowed)),
+                got(column, f"one of {', '.join(allowed)}"),
+            )
+        )
+
+    if stream.name == "transfers":
+        pattern("transfer_id", c.TRANSFER_ID_PATTERN, "1-35 characters [A-Za-z0-9]")
+        pattern("payer_vpa", c.VPA_PATTERN, "a VPA local@handle")
+        pattern("payee_vpa", c.VPA_PATTERN, "a VPA local@handle")
+        enum("payee_type", c.PAYEE_TYPES)
+        pattern("mcc", c.MCC_PATTERN, "4 digits")
+        enum("currency", c.CURRENCIES)
+        enum("channel", c.CHANNELS)
+        enum("status", c.TRANSFER_STATUSES)
+        pattern("payer_state", c.STATE_PATTERN, "an ISO 3166-2:IN code like IN-MH")
+        pattern("response_code", c.RESPONSE_CODE_PATTERN, "an NPCI response code (2-3 chars)")
+        amount, payee_type = pl.col("amount_paise"), pl.col("payee_type")
+        checks += [
+            (amount.is_not_null() & (amount <= 0), "amount_paise: expected > 0"),
+            (
+                (payee_type == "PERSON") & (amount > c.P2P_LIMIT_PAISE),
+                f"amount_paise: over the P2P limit of {c.P2P_LIMIT_PAISE} paise",
+            ),
+            (
+                (payee_type == "MERCHANT") & (amount > c.P2M_LIMIT_PAISE),
+                f"amount_paise: over the P2M limit of {c.P2M_LIMIT_PAISE} paise",
+            ),
+            (
+                (payee_type == "PERSON") & (pl.col("mcc") != c.PERSON_MCC),
+                f"mcc: expected {c.PERSON_MCC} for a PERSON payee",
+            ),
+            (
+                (payee_type == "PERSON") & (pl.col("channel") == "COLLECT"),
+                "channel: COLLECT is for merchant payees only",
+            ),
+            (
+                pl.col("note").is_not_null() & (pl.col("note").str.len_chars() > 50),
+                "note: expected at most 50 characters",
+            ),
+        ]
+    elif stream.name == "accounts":
+        pattern("vpa", c.VPA_PATTERN, "a VPA local@handle")
+        enum("event_type", c.ACCOUNT_EVENT_TYPES)
+        pattern("state", c.STATE_PATTERN, "an ISO 3166-2:IN code like IN-MH")
+        checks.append(
+            (pl.col("event_id").str.len_chars() == 0, "event_id: expected a non-empty string")
+        )
+    elif stream.name == "labels":
+        pattern("transfer_id", c.TRANSFER_ID_PATTERN, "1-35 characters [A-Za-z0-9]")
+        enum("label", c.LABELS)
+        enum("source", c.LABEL_SOURCES)
+    return checks
+
+
+def validate_batch(stream: c.Stream, raw: pl.DataFrame) -> ValidatedBatch:
+    """Split `raw` (with a `_position` column) into contract-typed good rows and rejected rows."""
+    if POSITION not in raw.columns:
+        raise ValueError(f"raw batch for {stream.name} has no {POSITION} column")
+    present = set(raw.columns) - {POSITION}
+    missing = tuple(f.name for f in stream.fields if f.name not in present)
+    extra = tuple(sorted(present - set(stream.columns)))
+
+    reasons: list[pl.Expr] = []
+    typed: list[pl.Expr] = []
+    for field in stream.fields:
+        if field.name not in present:
+            typed.append(pl.lit(None, dtype=field.dtype).alias(field.name))
+            if field.required:
+                reasons.append(pl.lit(f"{field.name}: required column is missing"))
+            continue
+        value = _coerce(field.name, field.dtype, raw[field.name]).alias(field.name)
+        typed.append(value)
+        raw_value = pl.col(field.name)
+        type_name = "timestamp" if isinstance(field.dtype, pl.Datetime) else field.dtype
+        reasons.append(
+            pl.when(raw_value.is_not_null() & value.is_null()).then(
+                pl.lit(f"{field.name}: expected {type_name}, got ")
+                + raw_value.cast(pl.String, strict=False).fill_null("a value of another type")
+            )
+        )
+        if field.required:
+            reasons.append(
+                pl.when(raw_value.is_null()).then(pl.lit(f"{field.name}: required, got null"))
+            )
+
+    with_reasons = raw.with_columns(
+        pl.concat_list(reasons).list.drop_nulls().alias("_type_reasons")
+        if reasons
+        else pl.lit([], dtype=pl.List(pl.String)).alias("_type_reasons"),
+        pl.struct(pl.all().exclude(POSITION)).struct.json_encode().alias("_record"),
+    )
+    typed_frame = with_reasons.select(
+        *typed, pl.col(POSITION), pl.col("_type_reasons"), pl.col("_record")
+    )
+    value_reasons = [
+        pl.when(cond).then(pl.lit(reason) if isinstance(reason, str) else reason)
+        for cond, reason in _value_checks(stream)
+    ]
+    all_reasons = pl.concat_list([pl.col("_type_reasons"), *value_reasons]).list.drop_nulls()
+    checked = typed_frame.with_columns(all_reasons.list.join("; ").alias("_reason"))
+
+    is_bad = pl.col("_reason").str.len_chars() > 0
+    good = checked.filter(~is_bad).select(*stream.columns, POSITION)
+    rejected = checked.filter(is_bad).select(
+        pl.col(POSITION),
+        pl.col("_reason").str.slice(0, 2000).alias("reason"),
+        pl.col("_record").alias("record"),
+    )
+    return ValidatedBatch(
+        good=good, rejected=rejected, missing_columns=missing, extra_columns=extra
+    )
+
+
+def reason_kind(reason: pl.Expr) -> pl.Expr:
+    """The kind of a rejection reason without its values, to count reasons by kind."""
+    first = reason.str.split("; ").list.first().str.split(", got ").list.first()
+    return (
+        pl.when(first.str.starts_with("conflict:"))
+        .then(pl.lit("conflict: same key, different content"))
+        .when(first.str.starts_with("malformed JSON"))
+        .then(pl.lit("malformed JSON"))
+        .otherwise(first)
+    )
