@@ -40,9 +40,9 @@ def data_dir_option(func):
 
 
 def json_option(func):
-    return click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")(
-        func
-    )
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print a machine-readable summary."
+    )(func)
 
 
 @click.group()
@@ -51,8 +51,15 @@ def main() -> None:
 
 
 def run_simulation(
-    landing_dir: Path, truth_dir: Path, *, users: int, days: int, seed: int, start: dt.date,
-    merchants: int | None = None, fraud_rate: float | None = None,
+    landing_dir: Path,
+    truth_dir: Path,
+    *,
+    users: int,
+    days: int,
+    seed: int,
+    start: dt.date,
+    merchants: int | None = None,
+    fraud_rate: float | None = None,
 ) -> dict[str, Any]:
     """Simulate UPI traffic into landing files, with a progress bar; return its summary."""
     from pipelines.sandbox.simulator import SimulationConfig, simulate
@@ -74,18 +81,34 @@ def run_simulation(
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Landing directory to write (default: <data-dir>/landing).")
-@click.option("--truth-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the ground truth goes, apart from the ledger (default: <data-dir>/ground_truth).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Landing directory to write (default: <data-dir>/landing).",
+)
+@click.option(
+    "--truth-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the ground truth goes, apart from the ledger (default: <data-dir>/ground_truth).",
+)
 @click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--users", type=click.IntRange(min=100), default=100_000, show_default=True)
 @click.option("--merchants", type=click.IntRange(min=10), default=None, help="Default: users / 40.")
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="First simulated day (default: --days before today, so the data is fresh).")
-@click.option("--fraud-rate", type=click.FloatRange(0, 0.5), default=None,
-              help="Share of transfers that are fraud.")
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="First simulated day (default: --days before today, so the data is fresh).",
+)
+@click.option(
+    "--fraud-rate",
+    type=click.FloatRange(0, 0.5),
+    default=None,
+    help="Share of transfers that are fraud.",
+)
 @data_dir_option
 @json_option
 def simulate(out, truth_dir, days, users, merchants, seed, start, fraud_rate, data_dir, as_json):
@@ -95,16 +118,26 @@ def simulate(out, truth_dir, days, users, merchants, seed, start, fraud_rate, da
     truth = truth_dir or paths.ground_truth
     first_day = start.date() if start else dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
     summary = run_simulation(
-        landing_dir, truth, users=users, days=days, seed=seed, start=first_day,
-        merchants=merchants, fraud_rate=fraud_rate,
+        landing_dir,
+        truth,
+        users=users,
+        days=days,
+        seed=seed,
+        start=first_day,
+        merchants=merchants,
+        fraud_rate=fraud_rate,
     )
     summary.update(landing_dir=str(landing_dir), truth_dir=str(truth), start=first_day.isoformat())
     _emit(summary, as_json, title="Simulation")
 
 
 @main.command()
-@click.option("--postgres-dsn", envvar="UPI_RISK_LEDGER_DSN", default=None,
-              help="Also read the Postgres ledger (tables transfers, account_events, labels).")
+@click.option(
+    "--postgres-dsn",
+    envvar="UPI_RISK_LEDGER_DSN",
+    default=None,
+    help="Also read the Postgres ledger (tables transfers, account_events, labels).",
+)
 @data_dir_option
 @json_option
 def ingest(postgres_dsn, data_dir, as_json):
@@ -175,13 +208,25 @@ def _print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
             f"({sim.get('transfer_events', 0):,} ledger rows) in {sim.get('seconds', 0):.1f} s"
         )
     table = Table(title="Ledger ingestion")
-    for column in ("asset", "rows in", "loaded", "duplicates", "quarantined", "files rejected", "rows in table"):
+    for column in (
+        "asset",
+        "rows in",
+        "loaded",
+        "duplicates",
+        "quarantined",
+        "files rejected",
+        "rows in table",
+    ):
         table.add_column(column, justify="right" if column != "asset" else "left")
     for asset, meta in summary["assets"].items():
         if "rows_in" in meta:
             table.add_row(
-                asset, f"{meta['rows_in']:,}", f"{meta['loaded']:,}", f"{meta['duplicates']:,}",
-                f"{meta['quarantined']:,}", str(meta["files_rejected"]),
+                asset,
+                f"{meta['rows_in']:,}",
+                f"{meta['loaded']:,}",
+                f"{meta['duplicates']:,}",
+                f"{meta['quarantined']:,}",
+                str(meta["files_rejected"]),
                 f"{meta.get('dagster/row_count', 0):,}",
             )
         else:
@@ -192,7 +237,11 @@ def _print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
         checks.add_column(column)
     for check in summary["checks"]:
         failed = check["metadata"].get("failed_expectations", "")
-        result = "passed" if check["passed"] else ("FAILED" if check["severity"] == "ERROR" else "warning")
+        result = (
+            "passed"
+            if check["passed"]
+            else ("FAILED" if check["severity"] == "ERROR" else "warning")
+        )
         checks.add_row(check["asset"], check["check"], result, str(failed)[:80])
     out.print(checks)
     for line in summary["failures"]:

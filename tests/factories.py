@@ -86,4 +86,6 @@ def land_lines(landing: Path, stream: c.Stream, name: str, lines: list[str]) -> 
 
 def json_line(row: dict[str, Any]) -> str:
     """One NDJSON line for a row, timestamps as ISO 8601."""
-    return json.dumps({k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()})
+    return json.dumps(
+        {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
+    )

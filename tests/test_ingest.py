@@ -63,7 +63,12 @@ def test_duplicates_inside_one_file_are_counted_not_loaded(dirs):
     land_parquet(landing, c.TRANSFERS, "dups.parquet", rows)
     with warehouse(db) as con:
         counts = ingest_landing(con, landing).streams["transfers"]
-        assert (counts.rows_in, counts.loaded, counts.duplicates, counts.quarantined) == (5, 3, 2, 0)
+        assert (counts.rows_in, counts.loaded, counts.duplicates, counts.quarantined) == (
+            5,
+            3,
+            2,
+            0,
+        )
 
 
 def test_broken_rows_are_quarantined_exactly_and_good_rows_load(dirs):
@@ -80,7 +85,9 @@ def test_broken_rows_are_quarantined_exactly_and_good_rows_load(dirs):
         json_line(transfer(3, amount_paise=999)),  # line 7: conflicts with a loaded row
         json_line(transfer(17)),  # line 8: good
         '{"transfer_id": "TX00000018", "ledger_seq": 18, "created_at": "2026-03-0',  # line 9: cut
-        json_line(transfer(19, payee_type="MERCHANT", mcc="5411", amount_paise=c.P2M_LIMIT_PAISE + 1)),
+        json_line(
+            transfer(19, payee_type="MERCHANT", mcc="5411", amount_paise=c.P2M_LIMIT_PAISE + 1)
+        ),
         json_line(transfer(20, created_at="yesterday")),  # line 11: bad timestamp
         json_line(transfer(21, payee_type="PERSON", mcc="5411")),  # line 12: mcc for a person
     ]
@@ -123,9 +130,9 @@ def test_broken_rows_are_quarantined_exactly_and_good_rows_load(dirs):
     files = q.filter(pl.col("position_kind") == "file")
     assert dict(zip(files["source"], files["reason"], strict=True)) == {
         "transfers/empty.parquet": "empty file (0 bytes)",
-        "transfers/truncated.parquet": files.filter(pl.col("source") == "transfers/truncated.parquet")[
-            "reason"
-        ][0],
+        "transfers/truncated.parquet": files.filter(
+            pl.col("source") == "transfers/truncated.parquet"
+        )["reason"][0],
     }
     assert files.filter(pl.col("source") == "transfers/truncated.parquet")["reason"][0].startswith(
         "unreadable Parquet file"
@@ -149,7 +156,10 @@ def test_rerun_after_bad_input_quarantines_nothing_twice(dirs):
 def test_conflicting_rows_inside_one_batch_keep_the_first(dirs):
     landing, db = dirs
     land_parquet(
-        landing, c.TRANSFERS, "x.parquet", [transfer(1), transfer(1, status="FAILED", response_code="Z9")]
+        landing,
+        c.TRANSFERS,
+        "x.parquet",
+        [transfer(1), transfer(1, status="FAILED", response_code="Z9")],
     )
     with warehouse(db) as con:
         counts = ingest_landing(con, landing).streams["transfers"]
@@ -218,7 +228,9 @@ def test_accounts_and_labels_dedup_and_quarantine(dirs):
     assert accounts["accounts"] == 5
     assert linked == [(True,)]
     label_reasons = q.filter(pl.col("stream") == "labels")["reason"].to_list()
-    assert any(r.startswith("label: expected one of FRAUD, LEGIT, got MAYBE") for r in label_reasons)
+    assert any(
+        r.startswith("label: expected one of FRAUD, LEGIT, got MAYBE") for r in label_reasons
+    )
     assert any(r.startswith("conflict:") and r.endswith("label") for r in label_reasons)
     assert "event_type: expected one of" in q.filter(pl.col("stream") == "accounts")["reason"][0]
 

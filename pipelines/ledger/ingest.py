@@ -190,6 +190,17 @@ def load_batch(
         if quarantine
         else pl.DataFrame(schema={POSITION: pl.Int64, "reason": pl.String, "record": pl.String})
     )
+    if rejected.height:
+        # A source read again (a Postgres look-back, a re-landed file) must not quarantine twice.
+        seen = con.sql(
+            """SELECT position AS _position, record FROM ledger.quarantine
+               WHERE stream = ? AND source = ? AND position BETWEEN ? AND ?""",
+            params=[stream.name, source.name, rejected[POSITION].min(), rejected[POSITION].max()],
+        ).pl()
+        if seen.height:
+            before = rejected.height
+            rejected = rejected.join(seen, on=[POSITION, "record"], how="anti", nulls_equal=True)
+            duplicates += before - rejected.height
     loaded = new_rows.height if new_rows is not None else 0
     counts = IngestCounts(
         rows_in=rows_in,

@@ -33,6 +33,43 @@ class PostgresLedgerConfig(BaseModel):
     lookback_seq: int = 10_000
 
 
+_PG_TYPES = {pl.String(): "text", pl.Int64(): "bigint", c.TIMESTAMP: "timestamptz"}
+
+
+def create_ledger_tables(pg: psycopg.Connection, schema_name: str = "ledger") -> None:
+    """Create the three ledger-v1 tables in `schema_name` (for the sandbox and the tests)."""
+    with pg.cursor() as cur:
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema_name)))
+        for stream in c.STREAMS.values():
+            columns = sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(_PG_TYPES[f.dtype]))
+                for f in stream.fields
+            )
+            table = sql.Identifier(schema_name, stream.postgres_table)
+            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table, columns))
+            cur.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                    sql.Identifier(f"{stream.postgres_table}_{stream.incremental_column}_idx"),
+                    table,
+                    sql.Identifier(stream.incremental_column),
+                )
+            )
+
+
+def insert_rows(
+    pg: psycopg.Connection, schema_name: str, stream: c.Stream, rows: list[dict]
+) -> None:
+    """Append rows (dicts of contract fields) to a ledger table with COPY."""
+    table = sql.Identifier(schema_name, stream.postgres_table)
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in stream.columns)
+    with (
+        pg.cursor() as cur,
+        cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, columns)) as copy,
+    ):
+        for row in rows:
+            copy.write_row([row.get(name) for name in stream.columns])
+
+
 def _watermark(con: duckdb.DuckDBPyConnection, stream: c.Stream) -> int | datetime | None:
     column = "last_reported_at" if stream.incremental_column == "reported_at" else "last_seq"
     rows = con.sql(
