@@ -35,6 +35,9 @@ class LedgerSourceResource(dg.ConfigurableResource):
     landing_dir: str
     postgres_dsn: str | None = None
     postgres_schema: str = "ledger"
+    freshness_hours: int = 48
+    # Labels come in bursts days apart; a quiet day is not a stale feed.
+    label_freshness_hours: int = 168
 
     @property
     def postgres(self) -> PostgresLedgerConfig | None:
