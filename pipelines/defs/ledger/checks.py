@@ -13,7 +13,7 @@ import polars as pl
 from pipelines.defs.ledger.assets import account_events, labels, transfer_events
 from pipelines.defs.resources import WAREHOUSE_POOL, LedgerSourceResource, WarehouseResource
 from pipelines.ledger import contract as c
-from pipelines.quality.suites import contract_suite_result, freshness_result
+from pipelines.quality.suites import SuiteResult, contract_suite_result, freshness_result
 from pipelines.warehouse import EVENT_TABLES
 
 _TIME_COLUMN = {"transfers": "created_at", "accounts": "event_time", "labels": "reported_at"}
@@ -29,11 +29,10 @@ def _batch_range(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey)
     return (int(first.value) if first else 0, int(last.value) if last else 0)
 
 
-def _check_result(result, extra: dict) -> dg.AssetCheckResult:
-    blocked = result.blocked() if callable(result.blocked) else result.blocked
+def _check_result(result: SuiteResult, extra: dict) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=result.success,
-        severity=dg.AssetCheckSeverity.ERROR if blocked else dg.AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.ERROR if result.blocked else dg.AssetCheckSeverity.WARN,
         metadata={**extra, **result.metadata()},
     )
 
