@@ -6,9 +6,13 @@
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from pipelines.quality import suites
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' data factory
 from tests.test_quality import make_transfers
 
 
