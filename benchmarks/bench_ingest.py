@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument(
         "--users",
         type=int,
-        default=1_000_000,
-        help="simulated users (1M x 30 days ~ 10M transfers)",
+        default=1_300_000,
+        help="simulated users (1.3M x 30 days ~ 10M transfers)",
     )
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)

@@ -76,7 +76,12 @@ def run_simulation(
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        summary = simulate(config, landing_dir, truth_dir, progress=advance)
+        try:
+            summary = simulate(config, landing_dir, truth_dir, progress=advance)
+        except FileExistsError as exc:
+            raise click.ClickException(
+                f"{exc}: landed files are immutable; simulate into a new --out directory"
+            ) from None
     return asdict(summary)
 
 
@@ -200,14 +205,14 @@ def _print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
         return
-    out = Console()
+    out = _stdout()
     if summary.get("simulation"):
         sim = summary["simulation"]
         out.print(
             f"Simulated {sim.get('transfers', 0):,} transfers "
             f"({sim.get('transfer_events', 0):,} ledger rows) in {sim.get('seconds', 0):.1f} s"
         )
-    table = Table(title="Ledger ingestion")
+    table = Table(title="Ledger ingestion (rows in = loaded + duplicates + quarantined)")
     for column in (
         "asset",
         "rows in",
@@ -232,11 +237,11 @@ def _print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
         else:
             table.add_row(asset, "", "", "", "", "", f"{meta.get('dagster/row_count', 0):,}")
     out.print(table)
-    checks = Table(title="Quality checks")
+    checks = Table(title="Quality checks (Great Expectations)")
     for column in ("asset", "check", "result", "failed expectations"):
         checks.add_column(column)
     for check in summary["checks"]:
-        failed = check["metadata"].get("failed_expectations", "")
+        failed = ", ".join(f["expectation"] for f in check["metadata"].get("failing", []))
         result = (
             "passed"
             if check["passed"]
@@ -248,12 +253,19 @@ def _print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
         out.print(f"[red]failed[/red] {line}")
     if summary["skipped"]:
         out.print(f"[yellow]skipped (blocked upstream)[/yellow]: {', '.join(summary['skipped'])}")
-    out.print("Outputs:")
+    # Paths are echoed plainly: rich would wrap them at the terminal width.
+    click.echo("Outputs:")
     for name, where in summary["outputs"].items():
-        out.print(f"  {name:13} {where}")
-    out.print("  Dagster UI    make ui  (then http://127.0.0.1:3000)")
+        click.echo(f"  {name:13} {where}")
+    click.echo("  Dagster UI    make ui  (then http://127.0.0.1:3000)")
     if "seconds" in summary:
-        out.print(f"Done in {summary['seconds']} s, run {summary['run_id']}")
+        click.echo(f"Done in {summary['seconds']} s, run {summary['run_id']}")
+
+
+def _stdout() -> Console:
+    # Piped output (CI logs, `| less`) would otherwise be cut to 80 columns.
+    console = Console()
+    return Console(width=max(console.width, 120))
 
 
 def _emit(summary: dict[str, Any], as_json: bool, *, title: str) -> None:
@@ -263,7 +275,7 @@ def _emit(summary: dict[str, Any], as_json: bool, *, title: str) -> None:
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
-    Console().print(table)
+    _stdout().print(table)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 import dagster as dg
 import pytest
 
+from pipelines.definitions import defs
 from pipelines.defs.ledger.jobs import ledger_arrivals
 from pipelines.defs.resources import LedgerSourceResource, default_resources
-from pipelines.definitions import defs
 from pipelines.ledger import contract as c
 from pipelines.settings import DataDir
 from pipelines.warehouse import warehouse
