@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +23,9 @@ from pipelines.ledger import landing
 from pipelines.ledger.validate import POSITION, reason_kind, validate_batch
 from pipelines.warehouse import EVENT_TABLES, ensure_schema, scalar
 
-# Columns whose range prunes the existing-rows lookup (DuckDB zone maps skip the rest).
-_RANGE_COLUMN = {"transfers": "ledger_seq", "accounts": None, "labels": "reported_at"}
+# A key column per stream: a loaded row with the same key lies between the batch's min and max
+# of it, and DuckDB's zone maps skip the row groups outside (ids from ordered counters prune well).
+_RANGE_COLUMN = {"transfers": "ledger_seq", "accounts": "event_id", "labels": "reported_at"}
 
 
 @dataclass
@@ -95,18 +97,27 @@ def _content_columns(stream: c.Stream) -> list[str]:
 def _split_in_batch(stream: c.Stream, good: pl.DataFrame) -> tuple[pl.DataFrame, int, pl.DataFrame]:
     """(first occurrence of each key, count of identical repeats, conflicting repeats)."""
     key = list(stream.key)
-    content = _content_columns(stream)
     indexed = good.with_row_index("_i")
-    first_i = pl.col("_i").min().over(key)
-    is_first = pl.col("_i") == first_i
+    repeated = indexed.select(pl.struct(key).is_duplicated()).to_series()
+    if not repeated.any():  # the usual case, and much cheaper than the window below
+        return (
+            indexed,
+            0,
+            indexed.clear().with_columns(pl.lit([], pl.List(pl.String)).alias("_diff")),
+        )
+    groups = indexed.filter(repeated)
     differing = pl.concat_list(
         [
             pl.when(~pl.col(col).eq_missing(pl.col(col).first().over(key))).then(pl.lit(col))
-            for col in content
+            for col in stream.columns
         ]
     ).list.drop_nulls()
-    flagged = indexed.with_columns(is_first.alias("_first"), differing.alias("_diff"))
-    firsts = flagged.filter(pl.col("_first")).drop("_first", "_diff")
+    flagged = groups.with_columns(
+        (pl.col("_i") == pl.col("_i").min().over(key)).alias("_first"), differing.alias("_diff")
+    )
+    firsts = pl.concat(
+        [indexed.filter(~repeated), flagged.filter(pl.col("_first")).drop("_first", "_diff")]
+    ).sort("_i")
     repeats = flagged.filter(~pl.col("_first"))
     conflicts = repeats.filter(pl.col("_diff").list.len() > 0)
     return firsts, repeats.height - conflicts.height, conflicts
@@ -115,30 +126,75 @@ def _split_in_batch(stream: c.Stream, good: pl.DataFrame) -> tuple[pl.DataFrame,
 def _against_warehouse(
     con: duckdb.DuckDBPyConnection, stream: c.Stream, firsts: pl.DataFrame
 ) -> pl.DataFrame:
-    """For each candidate row (_i): whether its key is loaded already, and which fields differ."""
+    """For each candidate row (_i) whose key is loaded already: which fields differ."""
     table = EVENT_TABLES[stream.name]
-    key = stream.key
-    content = _content_columns(stream)
+    key = list(stream.key)
     range_column = _RANGE_COLUMN[stream.name]
-    existing = f"SELECT {', '.join(content)} FROM {table}"
-    params: list = []
-    if range_column is not None and firsts.height:
-        existing += f" WHERE {range_column} BETWEEN ? AND ?"
-        params = [firsts[range_column].min(), firsts[range_column].max()]
+    low, high = firsts[range_column].min(), firsts[range_column].max()
+    existing = con.sql(
+        f"SELECT {', '.join(key)} FROM {table} WHERE {range_column} BETWEEN ? AND ?",
+        params=[low, high],
+    ).pl()
+    matched = firsts.select("_i", *key).join(existing, on=key, how="semi").select("_i")
+    if matched.is_empty():
+        return matched.with_columns(pl.lit([], pl.List(pl.String)).alias("_diff"))
+    candidates = firsts.join(matched, on="_i").select("_i", *stream.columns)
     on = " AND ".join(f"b.{k} = e.{k}" for k in key)
     diffs = ", ".join(
-        f"CASE WHEN b.{col} IS DISTINCT FROM e.{col} THEN '{col}' END" for col in content
+        f"CASE WHEN b.{col} IS DISTINCT FROM e.{col} THEN '{col}' END" for col in stream.columns
     )
-    con.register("_batch_candidates", firsts.select("_i", *content))
+    con.register("_batch_candidates", candidates)
     try:
         return con.sql(
-            f"""SELECT b._i, e.{key[0]} IS NOT NULL AS _exists,
-                       list_filter([{diffs}], lambda x: x IS NOT NULL) AS _diff
-                FROM _batch_candidates b LEFT JOIN ({existing}) e ON {on}""",
-            params=params,
+            f"""SELECT b._i, list_filter([{diffs}], lambda x: x IS NOT NULL) AS _diff
+                FROM _batch_candidates b JOIN {table} e ON {on}""",
         ).pl()
     finally:
         con.unregister("_batch_candidates")
+
+
+_QUARANTINE_SCHEMA = {POSITION: pl.Int64, "reason": pl.String, "record": pl.String}
+
+
+@dataclass
+class PreparedBatch:
+    """A batch validated and deduplicated within itself; not yet compared with the warehouse."""
+
+    stream: c.Stream
+    rows_in: int
+    firsts: pl.DataFrame | None  # first occurrence of each key, with `_i`
+    duplicates: int
+    quarantine: list[pl.DataFrame]
+    notes: list[str]
+
+
+def prepare_batch(
+    stream: c.Stream,
+    raw: pl.DataFrame | None,
+    *,
+    unreadable: Iterable[tuple[int | None, str, str | None]] = (),
+    note: str | None = None,
+) -> PreparedBatch:
+    """Validate a raw batch and split out repeats inside it; needs no warehouse, so it can run
+    while the previous batch is being written."""
+    unreadable = list(unreadable)
+    quarantine = (
+        [pl.DataFrame(unreadable, schema=_QUARANTINE_SCHEMA, orient="row")] if unreadable else []
+    )
+    prepared = PreparedBatch(stream, len(unreadable), None, 0, quarantine, [note] if note else [])
+    if raw is not None and raw.height:
+        prepared.rows_in += raw.height
+        checked = validate_batch(stream, raw)
+        if checked.extra_columns:
+            prepared.notes.append(
+                f"ignored columns not in the contract: {', '.join(checked.extra_columns)}"
+            )
+        quarantine.append(checked.rejected)
+        firsts, prepared.duplicates, conflicts = _split_in_batch(stream, checked.good)
+        if conflicts.height:
+            quarantine.append(_conflict_rows(stream, conflicts, "earlier in this batch"))
+        prepared.firsts = firsts
+    return prepared
 
 
 def load_batch(
@@ -151,44 +207,33 @@ def load_batch(
     note: str | None = None,
 ) -> IngestCounts:
     """Validate, deduplicate and load one raw batch in one transaction; return its counts."""
+    return commit_batch(con, prepare_batch(stream, raw, unreadable=unreadable, note=note), source)
+
+
+def commit_batch(
+    con: duckdb.DuckDBPyConnection, prepared: PreparedBatch, source: BatchSource
+) -> IngestCounts:
+    """Compare a prepared batch with the warehouse and load it in one transaction."""
     now = datetime.now(UTC)
-    quarantine: list[pl.DataFrame] = []
-    unreadable = list(unreadable)
-    if unreadable:
-        quarantine.append(
-            pl.DataFrame(
-                unreadable,
-                schema={POSITION: pl.Int64, "reason": pl.String, "record": pl.String},
-                orient="row",
-            )
-        )
-    rows_in = len(unreadable)
-    duplicates = 0
+    stream = prepared.stream
+    quarantine = list(prepared.quarantine)
+    duplicates = prepared.duplicates
+    firsts = prepared.firsts
     new_rows = None
-    notes = [note] if note else []
-    if raw is not None and raw.height:
-        rows_in += raw.height
-        checked = validate_batch(stream, raw)
-        if checked.extra_columns:
-            notes.append(f"ignored columns not in the contract: {', '.join(checked.extra_columns)}")
-        quarantine.append(checked.rejected)
-        firsts, in_batch_duplicates, in_batch_conflicts = _split_in_batch(stream, checked.good)
-        duplicates += in_batch_duplicates
-        if in_batch_conflicts.height:
-            quarantine.append(_conflict_rows(stream, in_batch_conflicts, "earlier in this batch"))
-        status = _against_warehouse(con, stream, firsts)
-        firsts = firsts.join(status, on="_i", how="left")
-        loaded_before = firsts.filter(pl.col("_exists"))
-        conflicts = loaded_before.filter(pl.col("_diff").list.len() > 0)
-        duplicates += loaded_before.height - conflicts.height
-        if conflicts.height:
-            quarantine.append(_conflict_rows(stream, conflicts, "already loaded"))
-        new_rows = firsts.filter(~pl.col("_exists")).select(*stream.columns, POSITION)
+    if firsts is not None:
+        loaded_before = _against_warehouse(con, stream, firsts) if firsts.height else None
+        if loaded_before is not None and loaded_before.height:
+            conflicts = firsts.join(loaded_before, on="_i").filter(pl.col("_diff").list.len() > 0)
+            duplicates += loaded_before.height - conflicts.height
+            if conflicts.height:
+                quarantine.append(_conflict_rows(stream, conflicts, "already loaded"))
+            firsts = firsts.join(loaded_before, on="_i", how="anti")
+        new_rows = firsts.select(*stream.columns, POSITION)
 
     rejected = (
         pl.concat(quarantine, how="vertical_relaxed")
         if quarantine
-        else pl.DataFrame(schema={POSITION: pl.Int64, "reason": pl.String, "record": pl.String})
+        else pl.DataFrame(schema=_QUARANTINE_SCHEMA)
     )
     if rejected.height:
         # A source read again (a Postgres look-back, a re-landed file) must not quarantine twice.
@@ -201,10 +246,9 @@ def load_batch(
             before = rejected.height
             rejected = rejected.join(seen, on=[POSITION, "record"], how="anti", nulls_equal=True)
             duplicates += before - rejected.height
-    loaded = new_rows.height if new_rows is not None else 0
     counts = IngestCounts(
-        rows_in=rows_in,
-        loaded=loaded,
+        rows_in=prepared.rows_in,
+        loaded=new_rows.height if new_rows is not None else 0,
         duplicates=duplicates,
         quarantined=rejected.height,
         batches=1,
@@ -233,9 +277,8 @@ def load_batch(
                 [batch_id, stream.name, source.kind, source.name, source.position_kind, now],
             )
             con.unregister("_rejected")
-        _record_source(
-            con, batch_id, stream, source, counts, "ingested", "; ".join(notes) or None, now
-        )
+        notes = "; ".join(prepared.notes) or None
+        _record_source(con, batch_id, stream, source, counts, "ingested", notes, now)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -338,9 +381,8 @@ def ingest_landing(
     known, hashes = _known_files(con)
     files = [f for f in landing.discover(landing_dir) if f.stream.name in wanted]
     report = IngestReport()
-    for done, file in enumerate(files, start=1):
-        if progress is not None:
-            progress(file.relative, done, len(files))
+    todo: list[tuple[landing.LandingFile, BatchSource, str | None]] = []
+    for file in files:
         counts = report.streams[file.stream.name]
         mtime_ns = file.path.stat().st_mtime_ns
         if known.get(file.relative) == (file.size, mtime_ns):
@@ -358,39 +400,46 @@ def ingest_landing(
         if digest in hashes:
             # The same bytes landed again (copied, renamed or touched): nothing new to read.
             counts.files_skipped += 1
+            batch_id = scalar(con, "SELECT nextval('ledger.batch_ids')")
+            note = f"same content as {hashes[digest]}"
             _record_source(
                 con,
-                scalar(con, "SELECT nextval('ledger.batch_ids')"),
+                batch_id,
                 file.stream,
                 source,
                 IngestCounts(),
                 "same_content",
-                f"same content as {hashes[digest]}",
+                note,
                 datetime.now(UTC),
             )
             continue
         hashes[digest] = file.relative
-        note = None
-        if file.relative in known:
-            # Landed files are immutable; a changed one is re-read and row dedup keeps it exact.
-            note = "file changed since it was last ingested"
-        source = BatchSource(
-            kind="file",
-            name=file.relative,
-            position_kind=file.position_kind,
-            content_hash=digest,
-            size_bytes=file.size,
-            mtime_ns=mtime_ns,
-        )
+        # Landed files are immutable; a changed one is re-read and row dedup keeps it exact.
+        note = "file changed since it was last ingested" if file.relative in known else None
+        todo.append((file, source, note))
+
+    def prepare(item: tuple[landing.LandingFile, BatchSource, str | None]):
+        file, _, note = item
         raw = landing.read(file)
         if raw.file_error is not None:
-            counts.add(reject_file(con, file.stream, source, raw.file_error))
-        else:
-            counts.add(
-                load_batch(
-                    con, file.stream, raw.frame, source, unreadable=raw.unreadable, note=note
-                )
-            )
+            return raw.file_error
+        return prepare_batch(file.stream, raw.frame, unreadable=raw.unreadable, note=note)
+
+    # Reading and validating the next file overlaps with writing this one: Polars and DuckDB
+    # both release the GIL, and the warehouse write is the slowest step.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(prepare, todo[0]) if todo else None
+        for done, item in enumerate(todo, start=1):
+            prepared = upcoming.result()
+            upcoming = pool.submit(prepare, todo[done]) if done < len(todo) else None
+            file, source, _ = item
+            counts = report.streams[file.stream.name]
+            if isinstance(prepared, str):
+                counts.add(reject_file(con, file.stream, source, prepared))
+            else:
+                counts.add(commit_batch(con, prepared, source))
+            if progress is not None:
+                progress(file.relative, done, len(todo))
     return report
 
 

@@ -32,10 +32,9 @@ class ValidatedBatch:
     extra_columns: tuple[str, ...]
 
 
-def _coerce(column: str, dtype: pl.DataType, raw: pl.Series) -> pl.Expr:
+def _coerce(column: str, dtype: pl.DataType, source: pl.DataType) -> pl.Expr:
     """An expression casting `column` to the contract type; values that do not fit become null."""
     col = pl.col(column)
-    source = raw.dtype
     if source == dtype:
         return col
     if isinstance(dtype, pl.Datetime):
@@ -137,6 +136,10 @@ def _value_checks(stream: c.Stream) -> list[tuple[pl.Expr, pl.Expr | str]]:
     return checks
 
 
+def _raw(name: str) -> str:
+    return f"__raw_{name}"
+
+
 def validate_batch(stream: c.Stream, raw: pl.DataFrame) -> ValidatedBatch:
     """Split `raw` (with a `_position` column) into contract-typed good rows and rejected rows."""
     if POSITION not in raw.columns:
@@ -145,51 +148,53 @@ def validate_batch(stream: c.Stream, raw: pl.DataFrame) -> ValidatedBatch:
     missing = tuple(f.name for f in stream.fields if f.name not in present)
     extra = tuple(sorted(present - set(stream.columns)))
 
-    reasons: list[pl.Expr] = []
+    # Raw values stay beside the typed ones so a rejected row can say what it held.
+    frame = raw.rename({name: _raw(name) for name in present})
     typed: list[pl.Expr] = []
+    checks: list[tuple[pl.Expr, pl.Expr | str]] = []
     for field in stream.fields:
         if field.name not in present:
             typed.append(pl.lit(None, dtype=field.dtype).alias(field.name))
             if field.required:
-                reasons.append(pl.lit(f"{field.name}: required column is missing"))
+                checks.append((pl.lit(True), f"{field.name}: required column is missing"))
             continue
-        value = _coerce(field.name, field.dtype, raw[field.name]).alias(field.name)
-        typed.append(value)
-        raw_value = pl.col(field.name)
+        source = pl.col(_raw(field.name))
+        typed.append(
+            _coerce(_raw(field.name), field.dtype, raw.schema[field.name]).alias(field.name)
+        )
         type_name = "timestamp" if isinstance(field.dtype, pl.Datetime) else field.dtype
-        reasons.append(
-            pl.when(raw_value.is_not_null() & value.is_null()).then(
+        checks.append(
+            (
+                source.is_not_null() & pl.col(field.name).is_null(),
                 pl.lit(f"{field.name}: expected {type_name}, got ")
-                + raw_value.cast(pl.String, strict=False).fill_null("a value of another type")
+                + source.cast(pl.String, strict=False).fill_null("a value of another type"),
             )
         )
         if field.required:
-            reasons.append(
-                pl.when(raw_value.is_null()).then(pl.lit(f"{field.name}: required, got null"))
-            )
+            checks.append((source.is_null(), f"{field.name}: required, got null"))
+    checks += _value_checks(stream)
 
-    with_reasons = raw.with_columns(
-        pl.concat_list(reasons).list.drop_nulls().alias("_type_reasons")
-        if reasons
-        else pl.lit([], dtype=pl.List(pl.String)).alias("_type_reasons"),
-        pl.struct(pl.all().exclude(POSITION)).struct.json_encode().alias("_record"),
-    )
-    typed_frame = with_reasons.select(
-        *typed, pl.col(POSITION), pl.col("_type_reasons"), pl.col("_record")
-    )
-    value_reasons = [
+    frame = frame.with_columns(typed)
+    # Most batches are clean: find the bad rows with cheap boolean tests, and build reason
+    # strings and JSON records for those rows only.
+    flagged = frame.with_columns(pl.any_horizontal([cond for cond, _ in checks]).alias("_bad"))
+    good = flagged.filter(~pl.col("_bad")).select(*stream.columns, POSITION)
+    bad = flagged.filter(pl.col("_bad"))
+    reasons = [
         pl.when(cond).then(pl.lit(reason) if isinstance(reason, str) else reason)
-        for cond, reason in _value_checks(stream)
+        for cond, reason in checks
     ]
-    all_reasons = pl.concat_list([pl.col("_type_reasons"), *value_reasons]).list.drop_nulls()
-    checked = typed_frame.with_columns(all_reasons.list.join("; ").alias("_reason"))
-
-    is_bad = pl.col("_reason").str.len_chars() > 0
-    good = checked.filter(~is_bad).select(*stream.columns, POSITION)
-    rejected = checked.filter(is_bad).select(
+    record = pl.struct(
+        [pl.col(_raw(name)).alias(name) for name in raw.columns if name != POSITION]
+    ).struct.json_encode()
+    rejected = bad.select(
         pl.col(POSITION),
-        pl.col("_reason").str.slice(0, 2000).alias("reason"),
-        pl.col("_record").alias("record"),
+        pl.concat_list(reasons)
+        .list.drop_nulls()
+        .list.join("; ")
+        .str.slice(0, 2000)
+        .alias("reason"),
+        record.alias("record"),
     )
     return ValidatedBatch(
         good=good, rejected=rejected, missing_columns=missing, extra_columns=extra
