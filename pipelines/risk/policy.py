@@ -1,0 +1,247 @@
+"""The decision policy: hard rules, then score thresholds, turning scores into ALLOW / HOLD / BLOCK.
+
+A policy is a versioned, frozen value (saved as JSON next to the decisions it made). Hard rules
+win over the score, in this order: over the UPI limit -> BLOCK; payee on the block list of
+bank-confirmed mule VPAs -> BLOCK; payee or payer->payee pair on the allow list -> ALLOW. Then
+score >= block_threshold (if set) -> BLOCK, score >= hold_threshold -> HOLD, else ALLOW. Held and
+blocked transfers carry reason codes from `pipelines.risk.reasons`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.decisions.record import decision_id, iso_utc
+from pipelines.ledger import contract as c
+from pipelines.risk import reasons as rc
+
+ALLOW, HOLD, BLOCK = "ALLOW", "HOLD", "BLOCK"
+PAIR_SEPARATOR = "->"  # allow-list entry for a pair: "payer@handle->payee@handle"
+TRANSFER_COLUMNS = ["payer_vpa", "payee_vpa", "payee_type", "mcc", "amount_paise"]
+
+
+class Policy(BaseModel):
+    """Thresholds and hard-rule switches in force, under one version string."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str = Field(pattern=r"^policy-[0-9A-Za-z._-]+$", examples=["policy-2026.11.1"])
+    hold_threshold: float = Field(gt=0.0, le=1.0, description="score at or above -> HOLD")
+    block_threshold: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="score at or above -> BLOCK (None: never)"
+    )
+    review_capacity: int = Field(
+        default=500, ge=0, description="held transfers a day the risk team can review"
+    )
+    block_over_upi_limit: bool = True
+    block_listed_payees: bool = True
+    allow_listed: bool = True
+    max_reason_codes: int = Field(default=rc.MAX_REASON_CODES, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _block_above_hold(self) -> Policy:
+        if self.block_threshold is not None and self.block_threshold < self.hold_threshold:
+            raise ValueError(
+                f"block_threshold {self.block_threshold} is below hold_threshold "
+                f"{self.hold_threshold}: expected block_threshold >= hold_threshold"
+            )
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Policy:
+        return cls.model_validate_json(text)
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Policy:
+        return cls.from_json(path.read_bytes())
+
+
+def upi_limit_paise() -> pl.Expr:
+    """The UPI per-transfer limit of each row's payee type and MCC (ledger contract)."""
+    verified = (pl.col("payee_type") == "MERCHANT") & pl.col("mcc").is_in(
+        sorted(c.P2M_HIGH_LIMIT_MCCS)
+    )
+    return pl.when(verified).then(c.P2M_LIMIT_PAISE).otherwise(c.P2P_LIMIT_PAISE)
+
+
+def _hard_rule(policy: Policy, blocklist: set[str], allowlist: set[str]) -> pl.Expr:
+    """The code of the hard rule that decides a row, or null (first matching rule wins)."""
+    rules: list[tuple[pl.Expr, str]] = []
+    if policy.block_over_upi_limit:
+        rules.append((pl.col("amount_paise") > upi_limit_paise(), rc.OVER_UPI_LIMIT.code))
+    if policy.block_listed_payees and blocklist:
+        rules.append((pl.col("payee_vpa").is_in(sorted(blocklist)), rc.BLOCKLISTED_PAYEE.code))
+    if policy.allow_listed and allowlist:
+        payees = sorted(a for a in allowlist if PAIR_SEPARATOR not in a)
+        pairs = sorted(a for a in allowlist if PAIR_SEPARATOR in a)
+        allowed = pl.col("payee_vpa").is_in(payees)
+        if pairs:
+            pair = pl.concat_str(pl.col("payer_vpa"), pl.lit(PAIR_SEPARATOR), pl.col("payee_vpa"))
+            allowed = allowed | pair.is_in(pairs)
+        rules.append((allowed, rc.ALLOWLISTED.code))
+    if not rules:
+        return pl.lit(None, dtype=pl.String)
+    expr = pl.when(rules[0][0].fill_null(False)).then(pl.lit(rules[0][1]))
+    for condition, code in rules[1:]:
+        expr = expr.when(condition.fill_null(False)).then(pl.lit(code))
+    return expr.otherwise(pl.lit(None, dtype=pl.String))
+
+
+def decide(
+    frame: pl.DataFrame,
+    policy: Policy,
+    *,
+    blocklist: set[str],
+    allowlist: set[str],
+    score_column: str = "risk_score",
+) -> pl.DataFrame:
+    """`frame` (transfer columns, feature columns and a score) with `decision` and
+    `reason_codes` added. Allow-list entries are payee VPAs or `payer->payee` pairs."""
+    rc.check_columns(frame, [*TRANSFER_COLUMNS, score_column, *rc.required_columns()], "decide")
+    nulls = frame[score_column].null_count()
+    if nulls:
+        raise ValueError(f"{score_column} is null in {nulls} rows: every transfer needs a score")
+    score = pl.col(score_column)
+    rule = _hard_rule(policy, blocklist, allowlist)
+    by_score = pl.lit(ALLOW)
+    by_score = pl.when(score >= policy.hold_threshold).then(pl.lit(HOLD)).otherwise(by_score)
+    if policy.block_threshold is not None:
+        by_score = pl.when(score >= policy.block_threshold).then(pl.lit(BLOCK)).otherwise(by_score)
+    decision = (
+        pl.when(pl.col("_rule") == rc.ALLOWLISTED.code)
+        .then(pl.lit(ALLOW))
+        .when(pl.col("_rule").is_not_null())
+        .then(pl.lit(BLOCK))
+        .otherwise(by_score)
+    )
+    out = frame.with_columns(rule.alias("_rule")).with_columns(decision.alias("decision"))
+
+    # Hard-rule rows carry their rule's code; rows held or blocked by the score carry the
+    # feature codes that fire, or HIGH_MODEL_SCORE when none does; allowed rows carry none.
+    rule_codes = [rc.OVER_UPI_LIMIT.code, rc.BLOCKLISTED_PAYEE.code, rc.ALLOWLISTED.code]
+    mask = rc.reason_mask_expr()
+    key = (
+        pl.when(pl.col("_rule").is_not_null())
+        .then(
+            pl.col("_rule").replace_strict(
+                rule_codes,
+                [rc.single_code_key(code) for code in rule_codes],
+                return_dtype=pl.UInt64,
+            )
+        )
+        .when(pl.col("decision") == ALLOW)
+        .then(pl.lit(0, pl.UInt64))
+        .when(mask == 0)
+        .then(pl.lit(rc.single_code_key(rc.HIGH_MODEL_SCORE.code), pl.UInt64))
+        .otherwise(mask)
+    )
+    codes = rc.codes_from_keys(out.select(key).to_series(), max_codes=policy.max_reason_codes)
+    return out.drop("_rule").with_columns(codes)
+
+
+def threshold_for_hold_rate(
+    scores: pl.Series | np.ndarray | Sequence[float], hold_rate: float = 0.005
+) -> float:
+    """The lowest threshold that holds at most `hold_rate` of `scores` (score >= threshold),
+    half-way between the last score held and the first score let through."""
+    if not 0.0 <= hold_rate <= 1.0:
+        raise ValueError(f"hold_rate {hold_rate}: expected a share between 0 and 1")
+    values = np.asarray(
+        scores.drop_nulls().to_numpy() if isinstance(scores, pl.Series) else scores, dtype=float
+    )
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        raise ValueError("threshold_for_hold_rate needs at least one score")
+    desc = np.sort(values)[::-1]
+    k = int(np.floor(hold_rate * desc.size + 1e-9))  # how many may be held
+    if k >= desc.size:
+        return float(desc[-1])
+    first_out = desc[k]  # the highest score that must not be held
+    above = desc[:k][desc[:k] > first_out]
+    if above.size:
+        return float((above[-1] + first_out) / 2)
+    return float(np.nextafter(first_out, np.inf))  # ties at the top: hold none of them
+
+
+def confirmed_mule_vpas(
+    labels: pl.DataFrame | pl.LazyFrame,
+    transfers: pl.DataFrame | pl.LazyFrame,
+    as_of: datetime,
+) -> set[str]:
+    """The block list as it stood at `as_of`: payee VPAs of transfers labelled FRAUD / MULE by
+    BANK_CONFIRMED with `reported_at` before `as_of`."""
+    if as_of.tzinfo is None:
+        raise ValueError(f"as_of {as_of!r} is naive: expected a timezone-aware UTC time")
+    mule_transfers = (
+        labels.lazy()
+        .filter(
+            (pl.col("label") == "FRAUD")
+            & (pl.col("fraud_type") == "MULE")
+            & (pl.col("source") == "BANK_CONFIRMED")
+            & (pl.col("reported_at") < pl.lit(as_of).dt.cast_time_unit("us"))
+        )
+        .select("transfer_id")
+        .unique()
+    )
+    payees = (
+        transfers.lazy()
+        .select("transfer_id", "payee_vpa")
+        .unique()
+        .join(mule_transfers, on="transfer_id", how="semi")
+        .select("payee_vpa")
+        .unique()
+        .collect()
+    )
+    return set(payees["payee_vpa"].to_list())
+
+
+def decision_records(
+    frame: pl.DataFrame,
+    model_version: str,
+    policy_version: str,
+    decided_at: datetime,
+    *,
+    score_column: str = "risk_score",
+) -> list[dict[str, Any]]:
+    """decisions-v1 records for the rows of a decided frame, with deterministic decision ids
+    (the same transfer, model and policy always give the same id)."""
+    rc.check_columns(
+        frame, ["transfer_id", "decision", score_column, "reason_codes"], "decision_records"
+    )
+    if decided_at.tzinfo is None:
+        raise ValueError(f"decided_at {decided_at!r} is naive: expected a timezone-aware UTC time")
+    repeated = frame.height - frame["transfer_id"].n_unique()
+    if repeated:
+        raise ValueError(f"transfer_id repeats in {repeated} rows: expected one row a transfer")
+    at = iso_utc(decided_at)
+    columns = [frame[name].to_list() for name in ("transfer_id", "decision", score_column)]
+    codes_column = frame["reason_codes"].to_list()
+    return [
+        {
+            "decision_id": decision_id(transfer, model_version, policy_version),
+            "transfer_id": transfer,
+            "decision": decision,
+            "risk_score": float(score),
+            "reason_codes": codes or [],
+            "model_version": model_version,
+            "policy_version": policy_version,
+            "decided_at": at,
+            "supersedes": None,
+        }
+        for transfer, decision, score, codes in zip(*columns, codes_column, strict=True)
+    ]

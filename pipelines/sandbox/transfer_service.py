@@ -1,0 +1,426 @@
+"""A reference transfer service: the receiving end of decisions-v1, for demos and tests.
+
+A real HTTP server on loopback (stdlib `ThreadingHTTPServer`, HTTP/1.1 keep-alive) that does what
+the app's transfer service must do with risk decisions, and can be made to misbehave:
+
+- `POST /v1/risk-decisions` validates the record (422 naming the field), applies it once per
+  `Idempotency-Key` (a repeated key returns the first response and has no second effect), and
+  answers 409 for a transfer that is already final;
+- `GET /v1/risk-decisions` shows what it holds; `GET /health` says it is up;
+- `POST /control` (or the Python methods) fails the next N requests, adds latency, drops the next
+  N responses after applying them, or takes the service down for a while.
+
+State lives in the Python object, so it survives `stop()` / `start()`: like a service whose
+database outlives its process. `start()` after `stop()` binds the same port again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipelines.decisions.record import (
+    ENDPOINT,
+    IDEMPOTENCY_HEADER,
+    DecisionRecord,
+    validation_errors,
+)
+
+FINAL_DECISIONS = ("ALLOW", "BLOCK")
+_EFFECT = {"ALLOW": "ALLOWED", "HOLD": "HELD", "BLOCK": "BLOCKED"}
+_MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    body: dict[str, Any]
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that can cut its open keep-alive connections, to really go down."""
+
+    daemon_threads = True
+    allow_reuse_address = True  # rebind the same port at once after stop()
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], service: ReferenceTransferService) -> None:
+        self.service = service
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        with self._open_lock:
+            open_now, self._open = list(self._open), set()
+        for sock in open_now:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client or a stop() cutting a connection is normal here
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the outbox's client pools connections
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stalls
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(min(length, _MAX_BODY + 1)) if length else b""
+
+    def _send(self, response: _Response, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(response.body).encode()
+        self.send_response(response.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        service = self.server.service
+        path = self.path.split("?", 1)[0]
+        if path == "/health":
+            self._send(_Response(200, {"status": "ok", "port": service.port}))
+        elif path == ENDPOINT:
+            self._send(_Response(200, service.snapshot()))
+        else:
+            self._send(_Response(404, {"error": f"no such path {path}"}))
+
+    def do_POST(self) -> None:
+        service = self.server.service
+        path = self.path.split("?", 1)[0]
+        body = self._body()
+        if path == "/control":
+            self._send(service._control(body))
+            return
+        if path != ENDPOINT:
+            self._send(_Response(404, {"error": f"no such path {path}"}))
+            return
+        fault = service._take_fault()
+        if fault.latency_s:
+            time.sleep(fault.latency_s)
+        if fault.status is not None:
+            self._send(_Response(fault.status, {"error": "injected failure"}))
+            return
+        response, replayed = service._receive(self.headers.get(IDEMPOTENCY_HEADER), body)
+        if fault.drop_response:
+            # The decision took effect but the caller never hears so: it must retry safely.
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._send(response, {"Idempotent-Replayed": "true"} if replayed else None)
+
+
+@dataclass(frozen=True)
+class _Fault:
+    status: int | None = None
+    latency_s: float = 0.0
+    drop_response: bool = False
+
+
+class ReferenceTransferService:
+    """The transfer service's decision endpoint on loopback, with knobs to make it fail."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._down_timer: threading.Timer | None = None
+        self.reset()
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> ReferenceTransferService:
+        """Listen (again) on the same port; the first start picks a free port if `port` is 0."""
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"transfer-service-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Go down: close the listening socket (connection refused) and cut open connections."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.cut_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def down_for(self, seconds: float) -> None:
+        """Go down now and come back up on the same port after `seconds`."""
+        self.stop()
+        self._down_timer = threading.Timer(seconds, self.start)
+        self._down_timer.daemon = True
+        self._down_timer.start()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> ReferenceTransferService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._down_timer is not None:
+            self._down_timer.cancel()
+        self.stop()
+
+    # faults --------------------------------------------------------------------------------
+
+    def fail_next(self, n: int, status: int = 503) -> None:
+        """Answer the next `n` decision requests with `status`, without looking at them."""
+        with self._lock:
+            self._fail_next, self._fail_status = n, status
+
+    def lose_responses_next(self, n: int) -> None:
+        """Apply the next `n` decisions but close the connection instead of answering."""
+        with self._lock:
+            self._drop_next = n
+
+    def set_latency(self, seconds: float) -> None:
+        """Wait `seconds` before handling each decision request (0 to stop)."""
+        with self._lock:
+            self._latency_s = seconds
+
+    def reset(self) -> None:
+        """Forget every decision and fault (the port stays)."""
+        with self._lock:
+            self._fail_next, self._fail_status, self._drop_next, self._latency_s = 0, 503, 0, 0.0
+            self._responses: dict[str, tuple[str, _Response]] = {}
+            self._in_effect: dict[str, dict[str, Any]] = {}
+            self._superseded: set[str] = set()
+            self._transfer_of: dict[str, str] = {}
+            self._effects: list[str] = []
+            self._requests: Counter[str] = Counter()
+
+    def _take_fault(self) -> _Fault:
+        with self._lock:
+            self._requests["total"] += 1
+            status = None
+            if self._fail_next > 0:
+                self._fail_next -= 1
+                self._requests["failed_injected"] += 1
+                status = self._fail_status
+            drop = False
+            if status is None and self._drop_next > 0:
+                self._drop_next -= 1
+                self._requests["responses_dropped"] += 1
+                drop = True
+            return _Fault(status=status, latency_s=self._latency_s, drop_response=drop)
+
+    def _control(self, body: bytes) -> _Response:
+        try:
+            command = json.loads(body or b"{}")
+            if not isinstance(command, dict):
+                raise ValueError("expected a JSON object")
+        except ValueError as exc:
+            return _Response(400, {"error": f"control body: {exc}"})
+        if "fail_next" in command:
+            self.fail_next(int(command["fail_next"]), int(command.get("status", 503)))
+        if "lose_responses_next" in command:
+            self.lose_responses_next(int(command["lose_responses_next"]))
+        if "latency_s" in command:
+            self.set_latency(float(command["latency_s"]))
+        if command.get("reset"):
+            self.reset()
+        if "down_for_s" in command:
+            # Answer first, then go down from another thread (stop() waits for this handler).
+            threading.Timer(0.05, self.down_for, args=(float(command["down_for_s"]),)).start()
+        return _Response(200, {"ok": True, **command})
+
+    # the decision endpoint ----------------------------------------------------------------
+
+    def _receive(self, key: str | None, body: bytes) -> tuple[_Response, bool]:
+        """Validate, deduplicate and apply one decision; return the response and whether it
+        is the stored response of an earlier request with the same key."""
+        if not key:
+            return _Response(400, {"error": f"missing header {IDEMPOTENCY_HEADER}"}), False
+        if len(body) > _MAX_BODY:
+            return _Response(413, {"error": f"body over {_MAX_BODY} bytes"}), False
+        try:
+            record = DecisionRecord.model_validate_json(body)
+        except ValidationError as exc:
+            fields = validation_errors(exc)
+            names = ", ".join(f["field"] for f in fields)
+            return _Response(
+                422, {"error": f"invalid decision record: {names}", "fields": fields}
+            ), False
+        if key != record.decision_id:
+            return _Response(
+                422,
+                {
+                    "error": f"{IDEMPOTENCY_HEADER} {key!r} is not the decision_id "
+                    f"{record.decision_id!r}",
+                    "fields": [{"field": IDEMPOTENCY_HEADER, "message": "expected decision_id"}],
+                },
+            ), False
+        fingerprint = hashlib.sha256(
+            json.dumps(record.to_json_dict(), sort_keys=True).encode()
+        ).hexdigest()
+        with self._lock:
+            seen = self._responses.get(key)
+            if seen is not None:
+                if seen[0] != fingerprint:
+                    return _Response(
+                        422,
+                        {
+                            "error": f"{IDEMPOTENCY_HEADER} {key!r} was used for another record",
+                            "fields": [{"field": IDEMPOTENCY_HEADER, "message": "reused"}],
+                        },
+                    ), False
+                self._requests["replayed"] += 1
+                return seen[1], True
+            response = self._apply(record)
+            if response.status < 500:
+                self._responses[key] = (fingerprint, response)
+            return response, False
+
+    def _apply(self, record: DecisionRecord) -> _Response:
+        """The effect of one new decision (called under the lock)."""
+        current = self._in_effect.get(record.transfer_id)
+        if record.decision_id in self._superseded:
+            return self._conflict(record, f"decision {record.decision_id} was superseded")
+        if record.supersedes is not None:
+            owner = self._transfer_of.get(record.supersedes)
+            if owner is not None and owner != record.transfer_id:
+                return _Response(
+                    422,
+                    {
+                        "error": f"supersedes {record.supersedes!r} is a decision about "
+                        f"transfer {owner}, not {record.transfer_id}",
+                        "fields": [{"field": "supersedes", "message": "another transfer"}],
+                    },
+                )
+            if current is not None and current["decision_id"] != record.supersedes:
+                return self._conflict(record, self._why_not(current))
+            # A review outcome may overtake its hold in delivery: remember the hold as
+            # superseded, so the hold is refused (409) if it arrives afterwards.
+            self._superseded.add(record.supersedes)
+        elif current is not None:
+            # A held transfer changes only by a decision that supersedes its hold (review).
+            return self._conflict(record, self._why_not(current))
+        self._in_effect[record.transfer_id] = record.to_json_dict()
+        self._effects.append(record.decision_id)
+        self._transfer_of[record.decision_id] = record.transfer_id
+        return _Response(
+            201,
+            {
+                "decision_id": record.decision_id,
+                "transfer_id": record.transfer_id,
+                "effect": "RELEASED"
+                if record.supersedes and record.decision == "ALLOW"
+                else _EFFECT[record.decision],
+            },
+        )
+
+    @staticmethod
+    def _why_not(current: dict[str, Any]) -> str:
+        if current["decision"] in FINAL_DECISIONS:
+            return f"transfer is already final ({current['decision']} {current['decision_id']})"
+        return (
+            f"transfer is held by {current['decision_id']}; only a decision superseding it applies"
+        )
+
+    def _conflict(self, record: DecisionRecord, why: str) -> _Response:
+        current = self._in_effect.get(record.transfer_id)
+        return _Response(
+            409,
+            {
+                "error": f"transfer {record.transfer_id}: {why}",
+                "transfer_id": record.transfer_id,
+                "decision_in_effect": current["decision_id"] if current else None,
+            },
+        )
+
+    # what it holds ---------------------------------------------------------------------------
+
+    @property
+    def effect_count(self) -> int:
+        """How many decisions took effect (a repeated key never counts twice)."""
+        with self._lock:
+            return len(self._effects)
+
+    def effects(self) -> list[str]:
+        """The decision ids that took effect, in order."""
+        with self._lock:
+            return list(self._effects)
+
+    def decisions_in_effect(self) -> dict[str, dict[str, Any]]:
+        """Per transfer, the decision record in effect."""
+        with self._lock:
+            return {t: dict(r) for t, r in self._in_effect.items()}
+
+    def request_counts(self) -> dict[str, int]:
+        """Decision requests seen: total, failed_injected, responses_dropped, replayed."""
+        with self._lock:
+            return dict(self._requests)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `GET /v1/risk-decisions` returns."""
+        with self._lock:
+            by_decision = Counter(r["decision"] for r in self._in_effect.values())
+            return {
+                "effects": len(self._effects),
+                "transfers": len(self._in_effect),
+                "in_effect_by_decision": dict(by_decision),
+                "requests": dict(self._requests),
+                "decisions_in_effect": self._in_effect,
+            }
+
+
+def serve(port: int = 8080, host: str = "127.0.0.1") -> None:
+    """Run the reference transfer service in the foreground until interrupted."""
+    service = ReferenceTransferService(host=host, port=port).start()
+    print(f"reference transfer service on {service.url} (Ctrl-C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
