@@ -175,11 +175,146 @@ def demo(users, days, seed, data_dir, as_json):
         )
     else:
         console.print(f"landing files already in {paths.landing}: not simulating again")
+    if not paths.risk_settings.exists():
+        # 30 days of history: labels need days, not the production month, to mature.
+        paths.risk_settings.write_text(json.dumps(DEMO_RISK_SETTINGS, indent=2) + "\n")
     summary = _run_ledger(paths)
     summary["simulation"] = simulated
+    if summary["success"]:
+        summary["risk"] = _run_risk(paths)
+        summary["success"] = summary["risk"]["success"]
     summary["seconds"] = round(time.perf_counter() - started, 1)
     _print_run(summary, paths, as_json)
     sys.exit(0 if summary["success"] else 1)
+
+
+DEMO_RISK_SETTINGS = {"test_days": 7, "delay_days": 3, "folds": 2, "maturity_days": 7}
+
+
+def _run_risk(paths: DataDir) -> dict[str, Any]:
+    """Train (behind the promotion gate), then score and deliver to a reference transfer service."""
+    import os
+
+    from pipelines.runs import run_job
+    from pipelines.sandbox.transfer_service import ReferenceTransferService
+
+    with console.status("training the risk model and evaluating it against the baseline..."):
+        training = asdict(run_job("risk_training", paths))
+    with ReferenceTransferService(host="127.0.0.1", port=0) as service:
+        os.environ.setdefault("UPI_RISK_TRANSFER_SERVICE_URL", service.url)
+        with console.status(f"scoring, deciding, delivering to {service.url}..."):
+            scoring = asdict(run_job("risk_scoring", paths))
+        service_state = {"url": service.url, "decisions_in_effect": service.effect_count}
+    return {
+        "success": training["success"] and scoring["success"],
+        "training": training,
+        "scoring": scoring,
+        "transfer_service": service_state,
+    }
+
+
+@main.command()
+@click.option(
+    "--ledger",
+    "ledger_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A ledger-v1 landing directory (transfers/, accounts/, labels/).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where metrics.json, scores.parquet and the backtest's warehouse go.",
+)
+@click.option(
+    "--test-start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="First day of the latest test window (default: the latest window whose "
+    "labels had --delay-days to arrive).",
+)
+@click.option("--test-days", type=click.IntRange(min=1), default=7, show_default=True)
+@click.option(
+    "--delay-days",
+    type=click.IntRange(min=0),
+    default=7,
+    show_default=True,
+    help="Gap between training and test, for labels to arrive.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Test windows, stepping back from --test-start.",
+)
+@click.option(
+    "--train-days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Training window length (default: all history before the gap).",
+)
+@click.option(
+    "--maturity-days",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="An unlabelled transfer counts as legitimate once this old.",
+)
+@click.option(
+    "--truth",
+    "truth_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Optional ground truth (simulator) to score against.",
+)
+@json_option
+def backtest(
+    ledger_dir,
+    out_dir,
+    test_start,
+    test_days,
+    delay_days,
+    folds,
+    train_days,
+    maturity_days,
+    truth_path,
+    as_json,
+):
+    """Backtest the risk model against the logistic baseline on any ledger directory."""
+    from pipelines.risk.backtest import run_backtest
+
+    with console.status("backtesting...") as status:
+        try:
+            result = run_backtest(
+                ledger_dir,
+                out_dir,
+                test_start=test_start.date() if test_start else None,
+                test_days=test_days,
+                delay_days=delay_days,
+                folds=folds,
+                train_days=train_days,
+                maturity_days=maturity_days,
+                truth_path=truth_path,
+                progress=lambda message: status.update(message),
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result["metrics"], indent=2, default=str))
+        return
+    with pl_config():
+        click.echo(result["table"])
+    click.echo(f"metrics: {Path(result['out_dir']) / 'metrics.json'}")
+    click.echo(f"scores:  {Path(result['out_dir']) / 'scores.parquet'}")
+
+
+def pl_config():
+    import polars as pl
+
+    return pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=160, tbl_hide_dataframe_shape=True)
 
 
 def _run_ledger(paths: DataDir) -> dict[str, Any]:
@@ -197,6 +332,8 @@ def _outputs(paths: DataDir) -> dict[str, str]:
         "quarantine": f"{paths.warehouse} table ledger.quarantine",
         "ground_truth": str(paths.ground_truth),
         "dagster_home": str(paths.dagster_home),
+        "models": str(paths.models),
+        "decision_outbox": str(paths.operational_db),
     }
 
 
@@ -253,6 +390,8 @@ def _print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
         out.print(f"[red]failed[/red] {line}")
     if summary["skipped"]:
         out.print(f"[yellow]skipped (blocked upstream)[/yellow]: {', '.join(summary['skipped'])}")
+    if summary.get("risk"):
+        _print_risk(out, summary["risk"])
     # Paths are echoed plainly: rich would wrap them at the terminal width.
     click.echo("Outputs:")
     for name, where in summary["outputs"].items():
@@ -260,6 +399,39 @@ def _print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
     click.echo("  Dagster UI    make ui  (then http://127.0.0.1:3000)")
     if "seconds" in summary:
         click.echo(f"Done in {summary['seconds']} s, run {summary['run_id']}")
+
+
+def _print_risk(out: Console, risk: dict[str, Any]) -> None:
+    from rich.markdown import Markdown
+
+    model = risk["training"]["assets"].get("risk_model", {})
+    if model:
+        out.print(
+            f"[bold]Risk model[/bold] candidate {model['version']} vs logistic baseline, "
+            "mean over prequential folds (test windows judged by ground truth when present):"
+        )
+        out.print(Markdown(model["evaluation"]))
+    for check in risk["training"]["checks"]:
+        verdict = "promoted" if check["passed"] else "kept as challenger"
+        out.print(f"Promotion gate: {verdict}: {check['metadata'].get('reason', '')}")
+    scores = risk["scoring"]["assets"].get("transfer_scores", {})
+    if scores:
+        out.print(
+            f"Scored with live model {scores['live_model']}, policy {scores['policy']} "
+            f"(hold threshold {scores['hold_threshold']:.4f}):"
+        )
+        out.print(Markdown(scores["decisions"]))
+    delivery = risk["scoring"]["assets"].get("decision_delivery", {})
+    if delivery:
+        service = risk["transfer_service"]
+        out.print(
+            f"Delivered {delivery.get('delivered', 0):,} decisions to the reference transfer service "
+            f"({delivery.get('decisions_per_second', 0)}/s; 409: {delivery.get('final_409', 0)}, "
+            f"dead letters: {delivery.get('dead', 0)}, still pending: {delivery.get('pending', 0)}); "
+            f"the service holds {service['decisions_in_effect']:,} decisions in effect."
+        )
+    for line in risk["training"]["failures"] + risk["scoring"]["failures"]:
+        out.print(f"[red]failed[/red] {line}")
 
 
 def _stdout() -> Console:

@@ -41,6 +41,16 @@ class DataDir(BaseModel):
         return self.root / "operational.sqlite"
 
     @property
+    def models(self) -> Path:
+        """The model registry of this instance (instances side by side keep their own)."""
+        return self.root / "models"
+
+    @property
+    def risk_settings(self) -> Path:
+        """Optional overrides of the risk protocol windows for this instance."""
+        return self.root / "risk_settings.json"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

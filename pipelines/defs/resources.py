@@ -1,5 +1,6 @@
 """Resources shared by every domain: the warehouse and the ledger source."""
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,10 +10,14 @@ import dagster as dg
 import duckdb
 
 from pipelines.ledger.postgres import PostgresLedgerConfig
+from pipelines.risk.loop import LoopSettings
+from pipelines.risk.registry import ModelRegistry
 from pipelines.settings import DataDir
 from pipelines.warehouse import warehouse
 
 LEDGER_DSN_ENV = "UPI_RISK_LEDGER_DSN"
+OPERATIONAL_DB_ENV = "UPI_RISK_OPERATIONAL_DB_URL"
+TRANSFER_SERVICE_ENV = "UPI_RISK_TRANSFER_SERVICE_URL"
 # Every asset or check that opens the DuckDB file joins this pool: DuckDB allows one writer
 # process per file, and the instance's dagster.yaml limits the pool to one step at a time.
 WAREHOUSE_POOL = "warehouse"
@@ -46,14 +51,77 @@ class LedgerSourceResource(dg.ConfigurableResource):
         return PostgresLedgerConfig(dsn=self.postgres_dsn, schema_name=self.postgres_schema)
 
 
+class RiskResource(dg.ConfigurableResource):
+    """The model registry, the training protocol and the hand-off to the transfer service."""
+
+    models_dir: str
+    operational_db_url: str
+    transfer_service_url: str | None = None
+    ground_truth_path: str | None = None  # simulator truth: judges test windows, never training
+    test_days: int = 7
+    delay_days: int = 7
+    folds: int = 3
+    maturity_days: int = 30
+    hold_rate: float = 0.005
+    review_capacity: int = 100
+    delivery_window_hours: float = 2.0
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(Path(self.models_dir))
+
+    @property
+    def settings(self) -> LoopSettings:
+        return LoopSettings(
+            test_days=self.test_days,
+            delay_days=self.delay_days,
+            folds=self.folds,
+            maturity_days=self.maturity_days,
+            hold_rate=self.hold_rate,
+            review_capacity=self.review_capacity,
+            delivery_window_hours=self.delivery_window_hours,
+        )
+
+
 def default_resources(data_dir: DataDir | None = None) -> dict[str, dg.ConfigurableResource]:
     """Resources for the embedded defaults (data directory from `$UPI_RISK_DATA_DIR` or `data/`)."""
     data_dir = data_dir or DataDir.resolve()
     dsn = dg.EnvVar(LEDGER_DSN_ENV) if os.environ.get(LEDGER_DSN_ENV) else None
+    truth = data_dir.ground_truth / "transfers.parquet"
+    operational = (
+        dg.EnvVar(OPERATIONAL_DB_ENV)
+        if os.environ.get(OPERATIONAL_DB_ENV)
+        else f"sqlite:///{data_dir.operational_db}"
+    )
     return {
         "warehouse": WarehouseResource(path=str(data_dir.warehouse)),
         "ledger_source": LedgerSourceResource(landing_dir=str(data_dir.landing), postgres_dsn=dsn),
+        "risk": RiskResource(
+            models_dir=str(data_dir.models),
+            operational_db_url=operational,
+            transfer_service_url=os.environ.get(TRANSFER_SERVICE_ENV),
+            ground_truth_path=str(truth) if truth.exists() else None,
+            **_loop_overrides(data_dir),
+        ),
     }
+
+
+def _loop_overrides(data_dir: DataDir) -> dict[str, int]:
+    """Protocol windows from `<data-dir>/risk_settings.json`, then `$UPI_RISK_<NAME>`: the demo's
+    30 days of history need shorter windows than production's defaults."""
+    names = ("test_days", "delay_days", "folds", "maturity_days")
+    stored = (
+        json.loads(data_dir.risk_settings.read_text()) if data_dir.risk_settings.exists() else {}
+    )
+    out = {name: int(stored[name]) for name in names if name in stored}
+    out.update(
+        {
+            name: int(os.environ[f"UPI_RISK_{name.upper()}"])
+            for name in names
+            if os.environ.get(f"UPI_RISK_{name.upper()}")
+        }
+    )
+    return out
 
 
 @dg.definitions

@@ -1,0 +1,186 @@
+"""Risk assets: features, the model and its promotion gate, scores and decisions, delivery."""
+
+import base64
+import json
+
+import dagster as dg
+import polars as pl
+
+from pipelines.decisions.delivery import deliver_until_drained
+from pipelines.decisions.outbox import enqueue, operational_engine, status_counts
+from pipelines.defs.ledger.assets import _markdown_table, accounts, labels, transfers
+from pipelines.defs.resources import WAREHOUSE_POOL, RiskResource, WarehouseResource
+from pipelines.features.definitions import FEATURES
+from pipelines.features.table import FEATURE_TABLE, read_features, refresh_feature_table
+from pipelines.risk.loop import (
+    SCORES_TABLE,
+    TrainingOutcome,
+    read_labels,
+    recent_decision_records,
+    score_new_transfers,
+    train_candidate,
+)
+
+GROUP = "risk"
+
+
+@dg.asset(
+    group_name=GROUP,
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "polars"},
+    deps=[transfers, accounts, labels],
+)
+def transfer_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Point-in-time features of every transfer, computed once as of its arrival."""
+    with warehouse.connect() as con:
+        result = refresh_feature_table(con)
+    catalogue = pl.DataFrame(
+        [(f.name, f.group, f.meaning) for f in FEATURES],
+        schema=["feature", "group", "meaning"],
+        orient="row",
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result["rows"],
+            "computed": result["computed"],
+            "table": FEATURE_TABLE,
+            "features": dg.MetadataValue.md(_markdown_table(catalogue)),
+        }
+    )
+
+
+def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
+
+
+@dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"sklearn"}, deps=[transfer_features])
+def risk_model(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, risk: RiskResource
+) -> dg.MaterializeResult:
+    """A candidate model version in the registry, evaluated against the logistic baseline."""
+    with warehouse.connect(read_only=True) as con:
+        features = read_features(con)
+        ledger_labels = read_labels(con)
+    truth = pl.read_parquet(risk.ground_truth_path) if risk.ground_truth_path else None
+    outcome: TrainingOutcome = train_candidate(
+        features, ledger_labels, risk.registry, risk.settings, truth=truth
+    )
+    context.log.info(f"registered candidate {outcome.version}")
+    table = outcome.evaluation.table()
+    png = outcome.evaluation.pr_curve_png()
+    image = base64.b64encode(png).decode() if png else ""
+    return dg.MaterializeResult(
+        metadata={
+            "version": outcome.version,
+            "live_version": outcome.live_version or "",
+            "candidate_average_precision": outcome.candidate_metrics.get("average_precision"),
+            "live_average_precision": (outcome.live_metrics or {}).get("average_precision"),
+            "live_metrics": dg.MetadataValue.json(outcome.live_metrics or {}),
+            "evaluation": dg.MetadataValue.md(
+                _markdown_table(table.with_columns(pl.col(pl.Float64).round(4)))
+            ),
+            "metrics": dg.MetadataValue.json(
+                json.loads(json.dumps(outcome.evaluation.metrics, default=str))
+            ),
+            "precision_recall": dg.MetadataValue.md(
+                f"![precision-recall](data:image/png;base64,{image})" if image else "_no plot_"
+            ),
+            "train_rows": outcome.extra["train_rows"],
+            "train_frauds": outcome.extra["train_frauds"],
+        }
+    )
+
+
+@dg.asset_check(asset=risk_model, blocking=True)
+def risk_model_beats_live(
+    context: dg.AssetCheckExecutionContext, risk: RiskResource
+) -> dg.AssetCheckResult:
+    """The candidate beats the live model's average precision on the same test window."""
+    meta = _latest_metadata(context.instance, risk_model.key)
+    decision = risk.registry.promote(
+        meta["version"], live_metrics=meta.get("live_metrics") or None, dry_run=True
+    )
+    return dg.AssetCheckResult(
+        passed=decision.promoted,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"candidate": decision.candidate, "reason": decision.reason},
+    )
+
+
+@dg.asset(group_name=GROUP, deps=[risk_model])
+def live_model(context: dg.AssetExecutionContext, risk: RiskResource) -> dg.MaterializeResult:
+    """The live model version: the candidate, once it passed the promotion gate."""
+    meta = _latest_metadata(context.instance, risk_model.key)
+    decision = risk.registry.promote(meta["version"], live_metrics=meta.get("live_metrics") or None)
+    return dg.MaterializeResult(
+        metadata={
+            "live": decision.live_after or "",
+            "promoted": decision.promoted,
+            "reason": decision.reason,
+            "challengers": dg.MetadataValue.json(risk.registry.challengers()),
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=[transfer_features])
+def transfer_scores(warehouse: WarehouseResource, risk: RiskResource) -> dg.MaterializeResult:
+    """Risk score, decision and reason codes of every transfer (live model; challengers in shadow)."""
+    with warehouse.connect() as con:
+        result = score_new_transfers(con, risk.registry)
+    decisions = pl.DataFrame(
+        list(result["decisions"].items()), schema=["decision", "transfers"], orient="row"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "live_model": result["live"],
+            "policy": result["policy"],
+            "hold_threshold": result["hold_threshold"],
+            "scored": dg.MetadataValue.json(result["scored"]),
+            "decisions": dg.MetadataValue.md(_markdown_table(decisions)),
+            "table": SCORES_TABLE,
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, deps=[transfer_scores])
+def decision_outbox(warehouse: WarehouseResource, risk: RiskResource) -> dg.MaterializeResult:
+    """Decisions for recent transfers, durably queued for the transfer service (idempotent)."""
+    with warehouse.connect(read_only=True) as con:
+        records = recent_decision_records(con, risk.registry, risk.settings)
+    engine = operational_engine(risk.operational_db_url)
+    new = enqueue(engine, records)
+    return dg.MaterializeResult(
+        metadata={
+            "records": len(records),
+            "new": new,
+            "outbox": dg.MetadataValue.json(status_counts(engine)),
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, deps=[decision_outbox])
+def decision_delivery(
+    context: dg.AssetExecutionContext, risk: RiskResource
+) -> dg.MaterializeResult:
+    """Pending decisions delivered to the transfer service (retried later if it is down)."""
+    engine = operational_engine(risk.operational_db_url)
+    if not risk.transfer_service_url:
+        context.log.warning("no transfer service URL set: decisions stay in the outbox")
+        return dg.MaterializeResult(
+            metadata={"outbox": dg.MetadataValue.json(status_counts(engine))}
+        )
+    report = deliver_until_drained(engine, risk.transfer_service_url, deadline_s=120)
+    return dg.MaterializeResult(
+        metadata={
+            "delivered": report.delivered,
+            "final_409": report.final_409,
+            "dead": report.dead,
+            "retried": report.retried,
+            "pending": report.pending,
+            "decisions_per_second": round(report.per_second, 1),
+            "outbox": dg.MetadataValue.json(status_counts(engine)),
+        }
+    )

@@ -1,0 +1,69 @@
+"""The feature table in the warehouse: features of each transfer, computed once, as of its arrival.
+
+`features.transfer_features` holds one row per transfer. A run computes the transfers that have
+no row yet, against the whole ledger as history; rows already written never change (every
+feature is point in time, so later rows and labels could not change them anyway).
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from pipelines.features.definitions import FEATURE_NAMES
+from pipelines.features.engine import compute_features, load_inputs
+from pipelines.warehouse import scalar, table_exists
+
+FEATURE_TABLE = "features.transfer_features"
+
+
+def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS features")
+    columns = ", ".join(f"{name} DOUBLE" for name in FEATURE_NAMES)
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {FEATURE_TABLE} (transfer_id VARCHAR NOT NULL, "
+        f"created_at TIMESTAMPTZ NOT NULL, {columns})"
+    )
+
+
+def refresh_feature_table(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Compute and store the features of every transfer that has none yet."""
+    _ensure_table(con)
+    missing = con.sql(
+        f"""SELECT transfer_id FROM ledger.transfers
+            WHERE transfer_id NOT IN (SELECT transfer_id FROM {FEATURE_TABLE})"""
+    ).pl()["transfer_id"]
+    if missing.is_empty():
+        return {"computed": 0, "rows": scalar(con, f"SELECT count(*) FROM {FEATURE_TABLE}")}
+    transfers, account_events, labels = load_inputs(con)
+    targets = None if missing.len() == transfers.height else missing
+    features = compute_features(transfers, account_events, labels, targets=targets)
+    features = features.join(
+        transfers.select("transfer_id", "created_at"), on="transfer_id", how="left"
+    ).select("transfer_id", "created_at", *FEATURE_NAMES)
+    con.register("_features", features)
+    try:
+        con.execute(f"INSERT INTO {FEATURE_TABLE} SELECT * FROM _features")
+    finally:
+        con.unregister("_features")
+    return {
+        "computed": features.height,
+        "rows": scalar(con, f"SELECT count(*) FROM {FEATURE_TABLE}"),
+    }
+
+
+def read_features(
+    con: duckdb.DuckDBPyConnection, *, transfer_ids: pl.Series | None = None
+) -> pl.DataFrame:
+    """Features joined with the transfer columns models and policies need."""
+    if not table_exists(con, FEATURE_TABLE):
+        raise LookupError(f"{FEATURE_TABLE} does not exist yet: materialize transfer_features")
+    frame = con.sql(
+        f"""SELECT t.transfer_id, t.created_at, t.payer_vpa, t.payee_vpa, t.payee_type, t.mcc,
+                   t.amount_paise, t.channel, t.status, {", ".join("f." + n for n in FEATURE_NAMES)}
+            FROM ledger.transfers t JOIN {FEATURE_TABLE} f USING (transfer_id)
+            ORDER BY t.created_at"""
+    ).pl()
+    if transfer_ids is not None:
+        frame = frame.filter(pl.col("transfer_id").is_in(transfer_ids.implode()))
+    return frame

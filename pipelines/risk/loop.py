@@ -1,0 +1,288 @@
+"""The risk loop end to end: train a candidate, gate its promotion, score, decide, hand off.
+
+Each step is a plain function the Dagster assets and the CLI call; models, policy, features and
+outbox come from their own modules.
+
+The candidate is trained exactly as fold 0 of the prequential evaluation (labels known at the
+start of the delay gap), so the live model and a candidate can be compared on a test window
+neither has seen. Production therefore scores with a model whose training data ends
+`test_days + delay_days` before the newest transfer: the price of an honest promotion gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from pipelines.features.definitions import FEATURE_NAMES
+from pipelines.features.table import read_features
+from pipelines.risk.evaluation import (
+    BacktestResult,
+    backtest,
+    fold_test_set,
+    fold_training_set,
+    prequential_folds,
+    window_metrics,
+)
+from pipelines.risk.labels import evaluation_targets
+from pipelines.risk.model import GradientBoostingRiskModel
+from pipelines.risk.policy import Policy, confirmed_mule_vpas, decide, decision_records
+from pipelines.risk.registry import ModelRegistry, PromotionDecision
+
+LABEL_COLUMNS = "transfer_id, label, fraud_type, source, reported_at"
+SCORES_TABLE = "risk.transfer_scores"
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Windows of the training / evaluation protocol and of the hand-off to the transfer service."""
+
+    test_days: int = 7
+    delay_days: int = 7
+    folds: int = 3
+    maturity_days: int = 30
+    hold_rate: float = 0.005
+    review_capacity: int = 100
+    # Decisions go to the transfer service only for transfers this recent: older ones settled
+    # long ago and would only come back as 409.
+    delivery_window_hours: float = 2.0
+    random_state: int = 0
+
+
+@dataclass
+class TrainingOutcome:
+    """A registered candidate, the live model's metrics on its test window, the evaluation."""
+
+    version: str
+    evaluation: BacktestResult
+    candidate_metrics: dict[str, Any]
+    live_version: str | None
+    live_metrics: dict[str, Any] | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def promotion(self, registry: ModelRegistry, *, dry_run: bool = False) -> PromotionDecision:
+        """Promote the candidate if it beats the live model on its test window."""
+        return registry.promote(self.version, live_metrics=self.live_metrics, dry_run=dry_run)
+
+
+def read_labels(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The ledger's labels, as reported."""
+    return con.sql(f"SELECT {LABEL_COLUMNS} FROM ledger.labels").pl()
+
+
+def latest_test_start(features: pl.DataFrame, settings: LoopSettings) -> datetime:
+    """Fold 0's test window: the latest whole days that leave `delay_days` for labels after it."""
+    last: datetime = features["created_at"].max()
+    day = (last - timedelta(days=settings.test_days + settings.delay_days)).date()
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+
+
+def train_candidate(
+    features: pl.DataFrame,
+    labels: pl.DataFrame,
+    registry: ModelRegistry,
+    settings: LoopSettings,
+    *,
+    truth: pl.DataFrame | None = None,
+) -> TrainingOutcome:
+    """Evaluate model vs baseline prequentially and register fold 0's model as a candidate."""
+    test_start = latest_test_start(features, settings)
+    evaluation = backtest(
+        features,
+        labels,
+        FEATURE_NAMES,
+        test_start=test_start,
+        test_days=settings.test_days,
+        delay_days=settings.delay_days,
+        folds=settings.folds,
+        maturity_days=settings.maturity_days,
+        review_capacity=settings.review_capacity,
+        hold_rate=settings.hold_rate,
+        truth=truth,
+        random_state=settings.random_state,
+    )
+    fold = prequential_folds(
+        test_start=test_start,
+        test_days=settings.test_days,
+        delay_days=settings.delay_days,
+        folds=1,
+    )[0]
+    train = fold_training_set(features, labels, fold, maturity_days=settings.maturity_days)
+    if train.is_empty() or train["y"].sum() == 0:
+        raise ValueError(
+            f"no frauds known by {fold.train_end:%Y-%m-%d} to train on: the ledger needs more "
+            "history before the test window, or smaller --delay-days / --maturity-days"
+        )
+    model = GradientBoostingRiskModel(random_state=settings.random_state)
+    model.fit(
+        train.select(FEATURE_NAMES),
+        train["y"],
+        sample_time=train["created_at"],
+        calibration_mask=train["matured"],
+    )
+    judged = evaluation_targets(features.select("transfer_id"), labels, truth=truth)
+    test = fold_test_set(features, judged, fold)
+    metrics = _window_metrics(model, test, settings)
+    live_metrics = None
+    live = registry.live_version()
+    if live is not None:
+        live_metrics = _window_metrics(registry.load(live), test, settings)
+    manifest = registry.register(
+        model,
+        kind="gbdt",
+        feature_names=FEATURE_NAMES,
+        training_window=(fold.train_start, fold.train_end),
+        test_window=(fold.test_start, fold.test_end),
+        metrics=metrics,
+        label_policy={
+            "maturity_days": settings.maturity_days,
+            "delay_days": settings.delay_days,
+            "labels_known_at": fold.train_end.isoformat(),
+            "judged_by": "ground truth" if truth is not None else "ledger labels",
+        },
+        notes="Trained as fold 0 of the prequential evaluation; calibrated on its latest slice.",
+    )
+    return TrainingOutcome(
+        version=manifest["version"],
+        evaluation=evaluation,
+        candidate_metrics=metrics,
+        live_version=live,
+        live_metrics=live_metrics,
+        extra={"train_rows": train.height, "train_frauds": int(train["y"].sum())},
+    )
+
+
+def _window_metrics(model: Any, test: pl.DataFrame, settings: LoopSettings) -> dict[str, Any]:
+    scored = test.with_columns(
+        risk_score=pl.Series(model.risk_score(test.select(FEATURE_NAMES)), dtype=pl.Float64)
+    )
+    return window_metrics(
+        scored, review_capacity=settings.review_capacity, hold_rate=settings.hold_rate
+    )
+
+
+def live_policy(registry: ModelRegistry) -> Policy:
+    """The policy in force: the live model's hold threshold for the target hold rate."""
+    live = registry.live_version()
+    if live is None:
+        raise LookupError(f"no live model in {registry.root}: train one first")
+    metrics = registry.manifest(live)["metrics"]
+    threshold = metrics.get("hold_threshold")
+    if threshold is None or not np.isfinite(threshold) or not 0 < threshold <= 1:
+        threshold = 0.5
+    return Policy(
+        version=f"policy-{live}",
+        hold_threshold=float(threshold),
+        review_capacity=int(metrics.get("review_capacity") or 100),
+    )
+
+
+def _ensure_scores_table(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS risk")
+    con.execute(
+        f"""CREATE TABLE IF NOT EXISTS {SCORES_TABLE} (
+            transfer_id VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+            model_version VARCHAR NOT NULL, policy_version VARCHAR NOT NULL,
+            shadow BOOLEAN NOT NULL, risk_score DOUBLE NOT NULL, decision VARCHAR NOT NULL,
+            reason_codes VARCHAR[], scored_at TIMESTAMPTZ NOT NULL)"""
+    )
+
+
+def score_new_transfers(
+    con: duckdb.DuckDBPyConnection,
+    registry: ModelRegistry,
+    *,
+    now: datetime | None = None,
+    allowlist: set[str] | None = None,
+) -> dict[str, Any]:
+    """Score every transfer the live model has not scored (and the challengers, in shadow).
+
+    Decisions use the block list as it stood at the start of each transfer's day, so a batch
+    over history is as point-in-time as scoring on arrival.
+    """
+    now = now or datetime.now(UTC)
+    _ensure_scores_table(con)
+    policy = live_policy(registry)
+    live = registry.live_version()
+    versions = [(live, False)] + [(v, True) for v in registry.challengers()]
+    labels = read_labels(con)
+    written: dict[str, int] = {}
+    features = read_features(con)
+    for version, shadow in versions:
+        done = con.sql(
+            f"SELECT transfer_id FROM {SCORES_TABLE} WHERE model_version = ?", params=[version]
+        ).pl()
+        todo = features.join(done, on="transfer_id", how="anti")
+        if todo.is_empty():
+            written[version] = 0
+            continue
+        model = registry.load(version)
+        scored = todo.with_columns(
+            risk_score=pl.Series(model.risk_score(todo.select(FEATURE_NAMES)), dtype=pl.Float64)
+        )
+        decided = []
+        for (day,), part in scored.group_by(pl.col("created_at").dt.date(), maintain_order=True):
+            day_start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+            blocklist = confirmed_mule_vpas(labels, features, as_of=day_start)
+            decided.append(decide(part, policy, blocklist=blocklist, allowlist=allowlist or set()))
+        frame = pl.concat(decided).select(
+            "transfer_id",
+            "created_at",
+            model_version=pl.lit(version),
+            policy_version=pl.lit(policy.version),
+            shadow=pl.lit(shadow),
+            risk_score="risk_score",
+            decision="decision",
+            reason_codes="reason_codes",
+            scored_at=pl.lit(now),
+        )
+        con.register("_scores", frame)
+        try:
+            con.execute(f"INSERT INTO {SCORES_TABLE} SELECT * FROM _scores")
+        finally:
+            con.unregister("_scores")
+        written[version] = frame.height
+    summary = con.sql(
+        f"""SELECT decision, count(*) AS transfers FROM {SCORES_TABLE}
+            WHERE model_version = ? GROUP BY 1 ORDER BY 1""",
+        params=[live],
+    ).pl()
+    return {
+        "live": live,
+        "policy": policy.version,
+        "hold_threshold": policy.hold_threshold,
+        "scored": written,
+        "decisions": dict(summary.iter_rows()),
+    }
+
+
+def recent_decision_records(
+    con: duckdb.DuckDBPyConnection,
+    registry: ModelRegistry,
+    settings: LoopSettings,
+    *,
+    decided_at: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """decisions-v1 records of the live model for transfers within the delivery window."""
+    live = registry.live_version()
+    frame = con.sql(
+        f"""SELECT transfer_id, risk_score, decision, reason_codes, policy_version
+            FROM {SCORES_TABLE}
+            WHERE model_version = ? AND NOT shadow
+              AND created_at >= (SELECT max(created_at) FROM ledger.transfers) - to_microseconds(?)
+            ORDER BY created_at""",
+        params=[live, int(settings.delivery_window_hours * 3600 * 1_000_000)],
+    ).pl()
+    if frame.is_empty():
+        return []
+    return decision_records(
+        frame,
+        model_version=live,
+        policy_version=frame["policy_version"][0],
+        decided_at=decided_at or datetime.now(UTC),
+    )

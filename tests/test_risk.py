@@ -1,0 +1,563 @@
+"""Risk model: targets as known at a cutoff, calibrated models, compiled scoring, prequential
+backtest, metrics by hand, and the model registry."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import itertools
+import json
+import pickle
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from pipelines.risk import forest as forest_module
+from pipelines.risk.evaluation import (
+    backtest,
+    hold_threshold,
+    precision_at_k,
+    prequential_folds,
+    window_metrics,
+)
+from pipelines.risk.forest import CompiledForest
+from pipelines.risk.labels import evaluation_targets, known_outcomes, training_targets
+from pipelines.risk.model import (
+    GradientBoostingRiskModel,
+    LogisticRiskModel,
+    feature_matrix,
+    score_transfers,
+)
+from pipelines.risk.registry import ArtifactIntegrityError, ModelRegistry
+from pipelines.risk.synthetic import synthetic_risk_data
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 3, 1, tzinfo=UTC)
+SMALL_GBDT = {"max_iter": 40, "min_samples_leaf": 20, "learning_rate": 0.15}
+
+
+def _ts(values: list[dt.datetime]) -> pl.Series:
+    return pl.Series(values, dtype=pl.Datetime("us", "UTC"))
+
+
+def _labels(rows: list[tuple[str, str, str | None, str, dt.datetime]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "transfer_id": [r[0] for r in rows],
+            "label": [r[1] for r in rows],
+            "fraud_type": pl.Series([r[2] for r in rows], dtype=pl.String),
+            "source": [r[3] for r in rows],
+            "reported_at": _ts([r[4] for r in rows]),
+        }
+    )
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+
+def test_training_targets_respect_as_of_maturity_and_precedence() -> None:
+    as_of = T0
+    day = dt.timedelta(days=1)
+    created = {
+        "OLD_FRAUD_KNOWN": as_of - 40 * day,
+        "OLD_FRAUD_LATE": as_of - 40 * day,  # reported only after as_of: not usable
+        "OLD_UNLABELLED": as_of - 31 * day,
+        "EXACTLY_MATURE": as_of - 30 * day,
+        "YOUNG_UNLABELLED": as_of - 5 * day,  # not matured, no label: excluded
+        "YOUNG_FRAUD": as_of - 5 * day,
+        "YOUNG_LEGIT_VERDICT": as_of - 5 * day,
+        "REPORT_THEN_VERDICT": as_of - 40 * day,
+        "VERDICT_AFTER_AS_OF": as_of - 40 * day,
+        "VERDICT_THEN_REPORT": as_of - 40 * day,
+        "VERDICT_REVISED": as_of - 40 * day,
+        "REPORTED_AT_AS_OF": as_of - 3 * day,  # reported_at == as_of is not before it
+        "FUTURE": as_of + day,
+    }
+    transfers = pl.DataFrame(
+        {"transfer_id": list(created), "created_at": _ts(list(created.values()))}
+    )
+    labels = _labels(
+        [
+            ("OLD_FRAUD_KNOWN", "FRAUD", "MULE", "VICTIM_REPORT", as_of - 30 * day),
+            ("OLD_FRAUD_LATE", "FRAUD", "MULE", "VICTIM_REPORT", as_of + day),
+            ("YOUNG_FRAUD", "FRAUD", "ACCOUNT_TAKEOVER", "VICTIM_REPORT", as_of - 2 * day),
+            ("YOUNG_LEGIT_VERDICT", "LEGIT", None, "REVIEW_VERDICT", as_of - day),
+            ("REPORT_THEN_VERDICT", "FRAUD", "MULE", "VICTIM_REPORT", as_of - 20 * day),
+            ("REPORT_THEN_VERDICT", "LEGIT", None, "REVIEW_VERDICT", as_of - 10 * day),
+            (
+                "VERDICT_AFTER_AS_OF",
+                "FRAUD",
+                "SOCIAL_ENGINEERING",
+                "VICTIM_REPORT",
+                as_of - 9 * day,
+            ),
+            ("VERDICT_AFTER_AS_OF", "LEGIT", None, "BANK_CONFIRMED", as_of + 2 * day),
+            ("VERDICT_THEN_REPORT", "LEGIT", None, "REVIEW_VERDICT", as_of - 20 * day),
+            ("VERDICT_THEN_REPORT", "FRAUD", "MULE", "VICTIM_REPORT", as_of - 10 * day),
+            ("VERDICT_REVISED", "LEGIT", None, "REVIEW_VERDICT", as_of - 20 * day),
+            ("VERDICT_REVISED", "FRAUD", None, "BANK_CONFIRMED", as_of - 10 * day),
+            ("REPORTED_AT_AS_OF", "FRAUD", "MULE", "VICTIM_REPORT", as_of),
+            ("FUTURE", "FRAUD", "MULE", "VICTIM_REPORT", as_of - day),
+        ]
+    )
+    targets = training_targets(transfers, labels, as_of=as_of, maturity_days=30)
+    got = {tid: (y, ft, m) for tid, y, ft, m in targets.iter_rows()}
+    assert got == {
+        "OLD_FRAUD_KNOWN": (1, "MULE", True),
+        "OLD_FRAUD_LATE": (0, None, True),
+        "OLD_UNLABELLED": (0, None, True),
+        "EXACTLY_MATURE": (0, None, True),
+        "YOUNG_FRAUD": (1, "ACCOUNT_TAKEOVER", False),
+        "YOUNG_LEGIT_VERDICT": (0, None, False),
+        "REPORT_THEN_VERDICT": (0, None, True),
+        "VERDICT_AFTER_AS_OF": (1, "SOCIAL_ENGINEERING", True),
+        "VERDICT_THEN_REPORT": (0, None, True),
+        "VERDICT_REVISED": (1, None, True),  # the later verdict revises the earlier one
+    }
+    assert targets.schema["y"] == pl.Int8
+    # Later, the late report is known and the young transfer has matured.
+    later = training_targets(transfers, labels, as_of=as_of + 40 * day)
+    later_y = dict(zip(later["transfer_id"], later["y"], strict=True))
+    assert later_y["OLD_FRAUD_LATE"] == 1
+    assert later_y["YOUNG_UNLABELLED"] == 0
+    assert later_y["REPORTED_AT_AS_OF"] == 1
+    assert later_y["VERDICT_AFTER_AS_OF"] == 0  # the bank's LEGIT overrides the victim report
+
+
+def test_known_outcomes_take_the_fraud_type_of_any_fraud_label() -> None:
+    labels = _labels(
+        [
+            ("A", "FRAUD", "MULE", "VICTIM_REPORT", T0),
+            ("A", "FRAUD", None, "BANK_CONFIRMED", T0 + dt.timedelta(days=1)),
+        ]
+    )
+    out = known_outcomes(labels)
+    assert out.row(0) == ("A", "FRAUD", "MULE", "BANK_CONFIRMED", T0 + dt.timedelta(days=1))
+
+
+def test_evaluation_targets_use_all_labels_and_truth_overrides() -> None:
+    transfers = pl.DataFrame({"transfer_id": ["A", "B", "C", "D"]})
+    labels = _labels(
+        [
+            ("A", "FRAUD", "MULE", "VICTIM_REPORT", T0 + dt.timedelta(days=300)),
+            ("B", "FRAUD", "MULE", "VICTIM_REPORT", T0),
+        ]
+    )
+    from_labels = evaluation_targets(transfers, labels)
+    assert from_labels["y"].to_list() == [1, 1, 0, 0]
+    truth = pl.DataFrame(
+        {
+            "transfer_id": ["B", "C"],
+            "is_fraud": [False, True],
+            "fraud_type": [None, "COLLECT_SCAM"],
+        }
+    )
+    judged = evaluation_targets(transfers, labels, truth=truth)
+    assert judged.rows() == [
+        ("A", 1, "MULE"),
+        ("B", 0, None),
+        ("C", 1, "COLLECT_SCAM"),
+        ("D", 0, None),
+    ]
+
+
+# --- model -----------------------------------------------------------------------------------
+
+
+def _nonlinear_problem(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fraud lives in a quadrant interaction and a ring: invisible to a linear model."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    z = -7.0 + 5.5 * ((X[:, 0] > 0.8) & (X[:, 1] > 0.8)) + 4.5 * (X[:, 2] ** 2 > 4.0)
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-z))).astype(np.int64)
+    X[rng.random(X.shape) < 0.03] = np.nan
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def nonlinear() -> dict[str, Any]:
+    X, y = _nonlinear_problem(40_000, seed=1)
+    Xt, yt = _nonlinear_problem(40_000, seed=2)
+    gbdt = GradientBoostingRiskModel(**SMALL_GBDT, random_state=0).fit(X, y)
+    logistic = LogisticRiskModel(random_state=0).fit(X, y)
+    return {"X": X, "y": y, "Xt": Xt, "yt": yt, "gbdt": gbdt, "logistic": logistic}
+
+
+def test_gradient_boosting_beats_logistic_on_a_nonlinear_signal(nonlinear: dict[str, Any]) -> None:
+    yt = nonlinear["yt"]
+    p_gb = nonlinear["gbdt"].risk_score(nonlinear["Xt"])
+    p_lr = nonlinear["logistic"].risk_score(nonlinear["Xt"])
+    assert 100 < yt.sum() < 2000
+    assert average_precision_score(yt, p_gb) > average_precision_score(yt, p_lr) + 0.1
+    assert roc_auc_score(yt, p_gb) > roc_auc_score(yt, p_lr) + 0.03
+
+
+@pytest.mark.parametrize("name", ["gbdt", "logistic"])
+def test_scores_are_probabilities_and_roughly_calibrated(
+    nonlinear: dict[str, Any], name: str
+) -> None:
+    model = nonlinear[name]
+    p = model.risk_score(nonlinear["Xt"])
+    assert np.all((p >= 0.0) & (p <= 1.0))
+    base_rate = nonlinear["yt"].mean()
+    # Class weights inflate raw scores many times over; the calibration must bring them back.
+    assert 0.7 * base_rate < p.mean() < 1.4 * base_rate
+    proba = model.predict_proba(nonlinear["Xt"][:5])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert list(model.classes_) == [0, 1]
+
+
+def test_calibration_uses_the_latest_eligible_slice_not_a_random_one() -> None:
+    X, y = _nonlinear_problem(10_000, seed=3)
+    times = np.arange(len(y))[::-1].copy()  # rows given newest first
+    eligible = times < 9_000  # the newest 1,000 rows are not matured: not for calibration
+    model = LogisticRiskModel(calibration_fraction=0.25).fit(
+        X, y, sample_time=times, calibration_mask=eligible
+    )
+    assert model.n_calibration_ == 2_250
+    assert model.calibration_start_ == 9_000 - 2_250  # the latest eligible rows, by time
+
+
+def test_calibration_slice_without_fraud_is_refused_with_a_clear_error() -> None:
+    X, y = _nonlinear_problem(2_000, seed=4)
+    y[:] = 0
+    y[:10] = 1  # all frauds early: the latest slice has none
+    with pytest.raises(ValueError, match=r"calibration slice .* holds 0 frauds"):
+        LogisticRiskModel().fit(X, y)
+
+
+def test_compiled_forest_equals_sklearn_predict_proba(nonlinear: dict[str, Any]) -> None:
+    model = nonlinear["gbdt"]
+    Xt = nonlinear["Xt"].copy()
+    Xt[:20, 0] = np.inf
+    Xt[20:40, 1] = -np.inf
+    fast = model.predict_proba(Xt)
+    slow = copy.deepcopy(model).set_params(fast_predict=False).predict_proba(Xt)
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+    # The raw log-odds are bit-identical to sklearn's, in batch, one row, and column-major input.
+    booster = model.base_
+    raw = booster.decision_function(Xt)
+    assert np.array_equal(model.forest_.raw_predict(Xt), raw)
+    assert np.array_equal(model.forest_.raw_predict(Xt[7:8]), raw[7:8])
+    assert np.array_equal(model.forest_.raw_predict(np.asfortranarray(Xt)), raw)
+    assert np.array_equal(model.forest_.raw_predict(Xt, n_threads=2), raw)
+    np.testing.assert_allclose(
+        expit_(model.forest_.raw_predict(Xt)), booster.predict_proba(Xt)[:, 1]
+    )
+    assert model.forest_.n_trees == SMALL_GBDT["max_iter"]
+
+
+def expit_(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_compiled_forest_numpy_fallback_matches(
+    nonlinear: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forest: CompiledForest = nonlinear["gbdt"].forest_
+    Xt = nonlinear["Xt"][:3_000]
+    monkeypatch.setattr(forest_module, "_compiled_kernel", lambda: None)
+    assert np.array_equal(forest.raw_predict(Xt), nonlinear["gbdt"].base_.decision_function(Xt))
+    with pytest.raises(ValueError, match="6 feature columns"):
+        forest.raw_predict(Xt[:, :5])
+
+
+def test_polars_frames_with_nulls_score_like_nan_arrays(nonlinear: dict[str, Any]) -> None:
+    names = [f"f{i}" for i in range(6)]
+    Xt = nonlinear["Xt"][:500]
+    frame = pl.DataFrame({n: Xt[:, i] for i, n in enumerate(names)}).with_columns(
+        pl.col(n).fill_nan(None) for n in names
+    )
+    assert frame["f0"].null_count() > 0
+    frame = frame.with_columns(transfer_id=pl.Series([f"T{i}" for i in range(500)]))
+    np.testing.assert_array_equal(feature_matrix(frame, names), Xt)
+    scored = score_transfers(nonlinear["gbdt"], frame, names)
+    assert scored.columns == ["transfer_id", "risk_score"]
+    np.testing.assert_array_equal(scored["risk_score"].to_numpy(), nonlinear["gbdt"].risk_score(Xt))
+    with pytest.raises(ValueError, match=r"feature column\(s\) \['nope'\] missing"):
+        feature_matrix(frame, ["nope"])
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def test_prequential_folds_step_back_and_never_overlap() -> None:
+    folds = prequential_folds(test_start=T0, test_days=7, delay_days=10, folds=3, train_days=20)
+    assert [f.test_start for f in folds] == [T0 - dt.timedelta(days=7 * k) for k in range(3)]
+    for f in folds:
+        assert f.test_end - f.test_start == dt.timedelta(days=7)
+        assert f.test_start - f.train_end == dt.timedelta(days=10)  # the gap
+        assert f.train_end - f.train_start == dt.timedelta(days=20)
+        assert f.train_start < f.train_end < f.test_start < f.test_end
+    tests = sorted((f.test_start, f.test_end) for f in folds)
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(tests))
+    unbounded = prequential_folds(test_start=T0, test_days=7, delay_days=0, folds=1)
+    assert unbounded[0].train_start is None and unbounded[0].train_end == T0
+
+
+class _SpyModel(LogisticRiskModel):
+    """Logistic model that records what each fit was actually given."""
+
+    fits: ClassVar[list[dict[str, Any]]] = []
+
+    def fit(self, X, y, *, sample_time=None, calibration_mask=None, sample_weight=None):  # type: ignore[override]
+        _SpyModel.fits.append(
+            {
+                "rows": len(y),
+                "frauds": int(np.asarray(y).sum()),
+                "latest": pl.Series(sample_time).max(),
+                "earliest": pl.Series(sample_time).min(),
+            }
+        )
+        return super().fit(X, y, sample_time=sample_time, calibration_mask=calibration_mask)
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> Any:
+    return synthetic_risk_data(60_000, n_features=10, days=70, seed=5)
+
+
+def test_backtest_never_trains_on_labels_reported_after_the_cutoff(synthetic: Any) -> None:
+    _SpyModel.fits.clear()
+    result = backtest(
+        synthetic.features,
+        synthetic.labels,
+        synthetic.feature_names,
+        test_start=dt.datetime(2026, 3, 1, tzinfo=UTC),
+        test_days=7,
+        delay_days=7,
+        folds=2,
+        train_days=35,
+        maturity_days=14,
+        truth=synthetic.truth,
+        models={"spy": _SpyModel(), "gbdt": GradientBoostingRiskModel(**SMALL_GBDT)},
+        keep_training_sets=True,
+    )
+    labels, features = synthetic.labels, synthetic.features
+    assert len(_SpyModel.fits) == 2
+    for fold in result.folds:
+        train = result.training_sets[fold.index]
+        spy = _SpyModel.fits[fold.index]
+        # What the model was given is exactly the kept training set.
+        assert spy["rows"] == train.height and spy["frauds"] == int(train["y"].sum())
+        assert spy["latest"] < fold.train_end
+        assert spy["earliest"] >= fold.train_start
+        # Every fraud target had a FRAUD label reported before the cutoff ...
+        known = labels.filter(
+            (pl.col("label") == "FRAUD") & (pl.col("reported_at") < fold.train_end)
+        )["transfer_id"]
+        positives = train.filter(pl.col("y") == 1)["transfer_id"]
+        assert positives.is_in(known.implode()).all()
+        # ... and frauds reported only later are not trained on as frauds (the test can fail:
+        # there are such late frauds in the window).
+        late = labels.filter(
+            (pl.col("label") == "FRAUD") & (pl.col("reported_at") >= fold.train_end)
+        ).join(
+            features.filter(pl.col("created_at") < fold.train_end).select("transfer_id"),
+            on="transfer_id",
+        )["transfer_id"]
+        late = late.filter(~late.is_in(known.implode()))
+        assert len(late) > 0
+        assert not train.filter(pl.col("y") == 1)["transfer_id"].is_in(late.implode()).any()
+        # Unlabelled transfers younger than the maturity are left out.
+        young = train.filter(pl.col("created_at") > fold.train_end - dt.timedelta(days=14))
+        assert (young["y"] == 1).all() or young.filter(pl.col("y") == 0)["transfer_id"].is_in(
+            labels.filter(pl.col("label") == "LEGIT")["transfer_id"].implode()
+        ).all()
+        # Train, gap and test do not overlap; scores cover exactly the test window.
+        scored = result.scores.filter((pl.col("fold") == fold.index) & (pl.col("model") == "spy"))
+        scored_at = features.join(scored, on="transfer_id")["created_at"]
+        assert scored_at.min() >= fold.test_start and scored_at.max() < fold.test_end
+        assert train["created_at"].max() < fold.train_end <= fold.test_start
+    means = result.metrics["models"]
+    assert means["gbdt"]["mean"]["folds_run"] == 2
+    json.dumps(result.metrics)  # JSON-serialisable as is
+    table = result.table()
+    assert table.columns == ["metric", "spy", "gbdt", "difference"]
+    ap = table.filter(pl.col("metric") == "average_precision").row(0)
+    assert ap[3] == pytest.approx(ap[1] - ap[2])
+    assert set(result.scores["decision"].unique()) == {"HOLD", "ALLOW"}
+    png = result.pr_curve_png()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _tiny_window() -> pl.DataFrame:
+    """Two IST days, payers p1..p6; scores chosen so the ranking is clear."""
+    d1 = dt.datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # 11:30 IST
+    d2 = dt.datetime(2026, 3, 3, 6, 0, tzinfo=UTC)
+    rows = [
+        # payer, day, score, fraud, amount (paise), type
+        ("p1", d1, 0.90, 1, 50_000, "MULE"),
+        ("p1", d1, 0.10, 0, 1_000, None),
+        ("p2", d1, 0.80, 0, 2_000, None),
+        ("p3", d1, 0.70, 1, 30_000, "ACCOUNT_TAKEOVER"),
+        ("p4", d1, 0.05, 0, 1_000, None),
+        ("p5", d1, 0.04, 0, 1_000, None),
+        ("p1", d2, 0.95, 0, 1_000, None),
+        ("p2", d2, 0.20, 1, 20_000, "MULE"),
+        ("p6", d2, 0.30, 0, 1_000, None),
+        ("p4", d2, 0.01, 0, 1_000, None),
+    ]
+    return pl.DataFrame(
+        {
+            "transfer_id": [f"T{i}" for i in range(len(rows))],
+            "payer_vpa": [r[0] for r in rows],
+            "created_at": _ts([r[1] for r in rows]),
+            "risk_score": [r[2] for r in rows],
+            "y": [r[3] for r in rows],
+            "amount_paise": [r[4] for r in rows],
+            "fraud_type": pl.Series([r[5] for r in rows], dtype=pl.String),
+        }
+    )
+
+
+def test_metrics_match_a_hand_computation() -> None:
+    frame = _tiny_window()
+    # Day 1 payers by max score: p1 .90 (fraud), p2 .80, p3 .70 (fraud), p4, p5. Top 2: 1/2.
+    # Day 2: p1 .95, p6 .30, p2 .20 (fraud), p4. Top 2: 0/2. Mean 0.25.
+    top = precision_at_k(frame, k=2)
+    assert top["precision_at_k"] == pytest.approx(0.25)
+    assert [d["precision"] for d in top["daily_precision"]] == [0.5, 0.0]
+    # k beyond the payers of a day: the day's precision is over the payers it has.
+    assert precision_at_k(frame, k=10)["precision_at_k"] == pytest.approx((2 / 5 + 1 / 4) / 2)
+
+    # Hold 30% of 10 transfers: the 3 highest scores (.95, .90, .80) are held.
+    assert hold_threshold(frame["risk_score"].to_numpy(), 0.3) == pytest.approx(0.80)
+    m = window_metrics(frame, review_capacity=2, hold_rate=0.3)
+    assert m["held_transfers"] == 3
+    assert m["n_frauds"] == 3
+    assert m["recall_at_hold"] == pytest.approx(1 / 3)  # only T0 of the 3 frauds
+    assert m["precision_at_hold"] == pytest.approx(1 / 3)
+    assert m["fraud_value_paise"] == 100_000
+    assert m["fraud_value_caught_paise"] == 50_000
+    assert m["fraud_value_caught_share"] == pytest.approx(0.5)
+    # Legit payers (no fraud in the window): p4, p5, p6; none held. p2 has a fraud on day 2.
+    assert m["legit_payers_active"] == 3 and m["legit_payers_held"] == 0
+    assert m["legit_payers_held_share"] == 0.0
+    assert m["recall_by_fraud_type"] == {"ACCOUNT_TAKEOVER": 0.0, "MULE": 0.5}
+    assert m["frauds_by_fraud_type"] == {"ACCOUNT_TAKEOVER": 1, "MULE": 2}
+    assert m["precision_at_k"] == pytest.approx(0.25)
+    # Hold 60%: quantile 0.4 ("higher") of the 10 scores is the 5th lowest, .20 -> held .95 .90
+    # .80 .70 .30 .20: all frauds, and p6 is a held legit payer.
+    assert hold_threshold(frame["risk_score"].to_numpy(), 0.6) == pytest.approx(0.20)
+    m = window_metrics(frame, review_capacity=2, hold_rate=0.6)
+    assert m["held_transfers"] == 6 and m["recall_at_hold"] == 1.0
+    assert m["legit_payers_held"] == 1 and m["legit_payers_held_share"] == pytest.approx(1 / 3)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(frame["y"], frame["risk_score"]))
+
+
+# --- registry --------------------------------------------------------------------------------
+
+
+def _register(
+    registry: ModelRegistry, model: Any, version: str, ap: float, window_end: int = 8
+) -> dict[str, Any]:
+    return registry.register(
+        model,
+        kind="logistic",
+        feature_names=["f0", "f1"],
+        training_window=(None, T0),
+        test_window=(T0 + dt.timedelta(days=1), T0 + dt.timedelta(days=window_end)),
+        metrics={"average_precision": ap, "roc_auc": 0.9, "recall_by_fraud_type": {"MULE": 0.5}},
+        version=version,
+        label_policy={"maturity_days": 30},
+        created_at=T0 + dt.timedelta(hours=len(registry.versions())),
+    )
+
+
+@pytest.fixture
+def fitted_small() -> LogisticRiskModel:
+    X, y = _nonlinear_problem(3_000, seed=6)
+    return LogisticRiskModel().fit(X[:, :2], y)
+
+
+def test_registry_round_trip(tmp_path: Any, fitted_small: LogisticRiskModel) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    manifest = _register(registry, fitted_small, "v1", ap=0.3)
+    folder = tmp_path / "models" / "v1"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json",
+        "model.pkl",
+        "model_card.md",
+    ]
+    on_disk = json.loads((folder / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert (
+        on_disk["artifact"]["sha256"]
+        == hashlib.sha256((folder / "model.pkl").read_bytes()).hexdigest()
+    )
+    assert on_disk["feature_names"] == ["f0", "f1"] and on_disk["kind"] == "logistic"
+    assert "scikit-learn" in on_disk["library_versions"]
+    card = (folder / "model_card.md").read_text()
+    assert "label" in card.lower() and "| average_precision | 0.3000 |" in card
+    loaded = registry.load("v1")
+    X, _ = _nonlinear_problem(200, seed=7)
+    np.testing.assert_array_equal(loaded.risk_score(X[:, :2]), fitted_small.risk_score(X[:, :2]))
+    assert registry.versions() == ["v1"]
+    with pytest.raises(Exception, match="already exists"):
+        _register(registry, fitted_small, "v1", ap=0.3)
+    with pytest.raises(Exception, match="invalid model version"):
+        _register(registry, fitted_small, "../escape", ap=0.3)
+
+
+def test_registry_refuses_a_tampered_or_missing_artifact_before_unpickling(
+    tmp_path: Any, fitted_small: LogisticRiskModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    manifest = _register(registry, fitted_small, "v1", ap=0.3)
+    artifact = tmp_path / "models" / "v1" / "model.pkl"
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    unpickled: list[bytes] = []
+    monkeypatch.setattr(pickle, "loads", lambda b, *a, **k: unpickled.append(b))
+    with pytest.raises(ArtifactIntegrityError) as err:
+        registry.load("v1")
+    message = str(err.value)
+    assert str(artifact) in message
+    assert manifest["artifact"]["sha256"] in message
+    assert hashlib.sha256(bytes(data)).hexdigest() in message
+    assert unpickled == []  # refused before any unpickling
+    with pytest.raises(ArtifactIntegrityError):
+        registry.promote("v1")  # a version that cannot load never goes live
+    assert registry.live_version() is None
+    artifact.unlink()
+    with pytest.raises(ArtifactIntegrityError, match="missing"):
+        registry.load("v1")
+
+
+def test_promotion_only_on_improvement_and_challengers_kept(
+    tmp_path: Any, fitted_small: LogisticRiskModel
+) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    _register(registry, fitted_small, "v1", ap=0.30)
+    first = registry.promote("v1")
+    assert first.promoted and registry.live_version() == "v1"
+    assert (tmp_path / "models" / "LIVE").read_text().strip() == "v1"
+
+    _register(registry, fitted_small, "v2", ap=0.25)  # worse
+    worse = registry.promote("v2")
+    assert not worse.promoted and "stays a challenger" in worse.reason
+    assert worse.candidate_value == 0.25 and worse.live_value == 0.30
+
+    _register(registry, fitted_small, "v3", ap=0.30)  # a tie does not promote
+    tie = registry.promote("v3")
+    assert not tie.promoted and "ties" in tie.reason
+    assert registry.live_version() == "v1"
+    assert registry.challengers() == ["v3", "v2"]
+
+    _register(registry, fitted_small, "v4", ap=0.35, window_end=9)  # another test window
+    other = registry.promote("v4")
+    assert not other.promoted and "not comparable" in other.reason
+    rescored = registry.promote("v4", live_metrics={"average_precision": 0.31})
+    assert rescored.promoted and rescored.live_before == "v1" and rescored.live_after == "v4"
+    assert registry.live_version() == "v4"
+    assert registry.challengers() == []  # older versions stop being scored in shadow
+    assert isinstance(registry.load(), LogisticRiskModel)  # the live one
+    log = registry.promotions()
+    assert [d["promoted"] for d in log] == [True, False, False, False, True]
+    json.dumps(rescored.as_dict())
