@@ -466,25 +466,32 @@ def _freed_memory_kept() -> Iterator[None]:
 
 
 class _Out:
-    """Feature columns in created_at order, each written once."""
+    """Feature columns in created_at order: one block allocated up front, each row written once.
+
+    Temporaries freed while computing then reuse the same heap space instead of new pages.
+    """
 
     def __init__(self, n: int) -> None:
-        self.n = n
-        self.columns: dict[str, np.ndarray] = {}
+        self.block = np.empty((len(FEATURE_NAMES), n))
+        self.rows = {name: i for i, name in enumerate(FEATURE_NAMES)}
+        self.done: set[str] = set()
+
+    def column(self, name: str) -> np.ndarray:
+        self.done.add(name)
+        return self.block[self.rows[name]]
+
+    def put(self, name: str, values: np.ndarray, perm: np.ndarray | None = None) -> None:
+        """Values in created_at order, or in the order `perm` maps to it."""
+        if perm is None:
+            self.column(name)[:] = values
+        else:
+            self.column(name)[perm] = values
 
     def put_some(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
         """A column null except at `rows`."""
-        column = np.full(self.n, np.nan)
+        column = self.column(name)
+        column.fill(np.nan)
         column[rows] = values
-        self.columns[name] = column
-
-    def put(self, name: str, values: np.ndarray, perm: np.ndarray | None = None) -> None:
-        if perm is None:
-            self.columns[name] = values.astype(np.float64)
-        else:
-            column = np.empty(self.n, dtype=np.float64)
-            column[perm] = values
-            self.columns[name] = column
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -664,63 +671,75 @@ def _zscore(
     return z
 
 
+def _window_bounds(
+    clock: _Clock, g: _Groups, enc: np.ndarray, spans: dict[str, int]
+) -> dict[str, np.ndarray]:
+    """Per window: the first position of the key at or after created_at - span."""
+    base = clock.base(g.gid)
+    lo = {}
+    for w, span in spans.items():
+        q = enc - span
+        np.maximum(q, base, out=q)  # times before the transfers' span clip to the key's start
+        (lo[w],) = _lower_bounds(clock, g.gid, enc, [(g.gid, q)])
+        del q
+    return lo
+
+
 def _payer_features(
     g: _Groups,
     inp: _Inputs,
     facts: np.ndarray,
     clock: _Clock,
     events: _EventTable,
+    keys: _Keys,
     out: _Out,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Payer features; returns the encoded positions and the prefix sums of money sent."""
     key, perm, tie = g.gid, g.perm, g.tie
+    n = key.size
     enc = clock.encode(key, g.time)
-    base = clock.base(key)
-    queries = []
-    for span in _PAYER_WINDOWS.values():
-        q = enc - span
-        np.maximum(q, base, out=q)
-        queries.append((key, q))
-    del base
-    lo = dict(zip(_PAYER_WINDOWS, _lower_bounds(clock, key, enc, queries), strict=True))
-    del queries
+    lo = _window_bounds(clock, g, enc, _PAYER_WINDOWS)
     amount = inp.amount[perm]
     sums = _prefix(amount)
+    at_tie, work, ratio = sums[tie], np.empty(n, dtype=np.int64), np.empty(n)
     for w in _PAYER_WINDOWS:
-        out.put(f"payer_count_{w}", tie - lo[w], perm)
-        out.put(f"payer_amount_{w}", _in_window(sums, tie, lo[w]) / 100, perm)
-    del sums
+        out.put(f"payer_count_{w}", np.subtract(tie, lo[w], out=work), perm)
+        np.take(sums, lo[w], out=work)
+        np.subtract(at_tie, work, out=work)
+        out.put(f"payer_amount_{w}", np.divide(work, 100, out=ratio), perm)
+    lo24, lo30 = lo["24h"], lo["30d"]
+    del sums, at_tie, lo
     flags = inp.flags[perm]
     ok = _bit(flags, OK)
     good = amount.astype(np.float64)
     good[~ok] = np.nan
     median = _rolling_median_prior(clock, key, g.time, good, 30 * DAY)
     del good
-    out.put("payer_amount_ratio_median_30d", amount / median, perm)
+    out.put("payer_amount_ratio_median_30d", np.divide(amount, median, out=ratio), perm)
     del median
-    lo24, lo30 = lo["24h"], lo["30d"]
-    out.put("payer_amount_zscore_30d", _zscore(amount, ok, g.start, lo30, tie), perm)
+    start = g.start
+    out.put("payer_amount_zscore_30d", _zscore(amount, ok, start, lo30, tie), perm)
 
-    ev_key = _Keys.of(g, inp.hashes["payer_vpa_0"], inp.hashes["payer_vpa_1"]).find(
-        events.h0, events.h1
-    )
     kinds = [_EVENT_CODE[k] for k in _PAYER_EVENTS.values()]
+    ev_key = keys.find(events.h0, events.h1)
     spans = _event_spans(g, enc, clock, ev_key, events.time, events.kind, kinds)
     for name, (pos, hours) in zip(_PAYER_EVENTS, spans, strict=True):
         out.put_some(name, perm[pos], hours)
-    del spans
+    del spans, ev_key
 
+    count24 = tie - lo24
     pf = facts[perm]
-    start = g.start
     out.put("payer_distinct_payees_24h", _distinct(pf, "24h", tie, start, lo24), perm)
     firsts = _prefix(_bit(pf, PAIR_FIRST))
-    out.put("payer_new_payee_share_24h", _ratio(_in_window(firsts, tie, lo24), tie - lo24), perm)
-    del pf, firsts
+    del pf
+    out.put("payer_new_payee_share_24h", _ratio(_in_window(firsts, tie, lo24), count24), perm)
+    del firsts
+    for name, mask in (("pin", PIN_FAIL), ("funds", FUNDS_FAIL)):
+        fails = _prefix(_bit(flags, mask))
+        out.put(f"payer_failed_{name}_24h", _in_window(fails, tie, lo24), perm)
     night = _prefix(_bit(flags, NIGHT))
     out.put("payer_night_share_30d", _ratio(_in_window(night, tie, lo30), tie - lo30), perm)
-    del night
-    for name, mask in (("pin", PIN_FAIL), ("funds", FUNDS_FAIL)):
-        out.put(f"payer_failed_{name}_24h", _in_window(_prefix(_bit(flags, mask)), tie, lo24), perm)
+    del night, fails, flags
     amount[~ok] = 0
     return enc, _prefix(amount)
 
@@ -746,19 +765,13 @@ def _payee_features(
     facts: np.ndarray,
     clock: _Clock,
     events: _EventTable,
+    keys: _Keys,
+    payer_keys: _Keys,
     out: _Out,
 ) -> None:
     key, perm, tie, start = g.gid, g.perm, g.tie, g.start
     enc = clock.encode(key, g.time)
-    base = clock.base(key)
-    queries = []
-    for span in _PAYEE_WINDOWS.values():
-        q = enc - span
-        np.maximum(q, base, out=q)
-        queries.append((key, q))
-    del base
-    lo = dict(zip(_PAYEE_WINDOWS, _lower_bounds(clock, key, enc, queries), strict=True))
-    del queries
+    lo = _window_bounds(clock, g, enc, _PAYEE_WINDOWS)
 
     pf = facts[perm]
     for w in _DISTINCT_WINDOWS:
@@ -772,11 +785,10 @@ def _payee_features(
     out.put("payee_inbound_amount_24h", inbound / 100, perm)
 
     # The payee as a payer: the money it sent on over the same 24 hours.
-    keys = _Keys.of(g, inp.hashes["payee_vpa_0"], inp.hashes["payee_vpa_1"])
-    payer_keys = _Keys.of(payer, inp.hashes["payer_vpa_0"], inp.hashes["payer_vpa_1"])
     as_payer = payer_keys.find(keys.h0, keys.h1)[key]
     known = np.flatnonzero(as_payer >= 0)
     q_key, q_time = as_payer[known], g.time[known]
+    del as_payer
     hi, lo_sent = _lower_bounds(
         clock,
         payer.gid,
@@ -785,7 +797,7 @@ def _payee_features(
     )
     outbound = np.zeros(key.size, dtype=np.int64)
     outbound[known] = sent[hi] - sent[lo_sent]
-    del hi, lo_sent
+    del hi, lo_sent, sent, payer_enc
     out.put("payee_passthrough_24h", _ratio(outbound, inbound), perm)
     del outbound, inbound
 
@@ -793,18 +805,15 @@ def _payee_features(
     # prior exactly when it is before t).
     seen = g.time[g.first][key]
     seen[known] = np.minimum(seen[known], payer.time[payer.first][q_key])
-    del q_key, q_time, known, as_payer
+    del q_key, q_time, known
     ev_key = keys.find(events.h0, events.h1)
     code = _EVENT_CODE["REGISTERED"]
     ((pos, hours),) = _event_spans(g, enc, clock, ev_key, events.time, events.kind, [code])
-    age = np.full(key.size, np.nan)
+    age = (g.time - seen) / HOUR
+    age[seen >= g.time] = np.nan
     age[pos] = hours
-    del pos, hours
-    missing = np.isnan(age)
-    age[missing] = (g.time[missing] - seen[missing]) / HOUR
-    age[missing & (seen >= g.time)] = np.nan
     out.put("payee_account_age_hours", age, perm)
-    del seen, age, missing
+    del seen, age, pos, hours, ev_key
 
     count24 = tie - lo["24h"]
     out.put("payee_volume_spike", count24 / ((lo["24h"] - lo["8d"]) / 7 + 1), perm)
@@ -869,21 +878,27 @@ def _event_table(account_events: pl.DataFrame) -> _EventTable:
     )
 
 
-def _compute(inp: _Inputs, account_events: pl.DataFrame) -> dict[str, np.ndarray]:
+def _compute(inp: _Inputs, account_events: pl.DataFrame) -> np.ndarray:
+    """Every feature, one row of the returned block per FEATURE_NAMES, in created_at order."""
     t, h = inp.t, inp.hashes
     clock = _Clock.around(t)
     out = _Out(t.size)
     _transfer_features(inp, out)
     events = _event_table(account_events)
     payer = _group(h["payer_vpa_0"], h["payer_vpa_1"], t)
+    payer_keys = _Keys.of(payer, h.pop("payer_vpa_0"), h.pop("payer_vpa_1"))
     payee = _group(h["payee_vpa_0"], h["payee_vpa_1"], t)
+    payee_keys = _Keys.of(payee, h.pop("payee_vpa_0"), h.pop("payee_vpa_1"))
     facts = _pair_features(payer, payee, inp, out)
     out.put("payer_new_device", _new_device(payer, inp), payer.perm)
-    payer_enc, sent = _payer_features(payer, inp, facts, clock, events, out)
-    _payee_features(payee, payer, payer_enc, sent, inp, facts, clock, events, out)
-    missing = set(FEATURE_NAMES) ^ out.columns.keys()
+    h.clear()
+    payer_enc, sent = _payer_features(payer, inp, facts, clock, events, payer_keys, out)
+    _payee_features(
+        payee, payer, payer_enc, sent, inp, facts, clock, events, payee_keys, payer_keys, out
+    )
+    missing = set(FEATURE_NAMES) ^ out.done
     assert not missing, f"features computed and catalogued differ: {sorted(missing)}"
-    return out.columns
+    return out.block
 
 
 def compute_features(
@@ -905,11 +920,11 @@ def compute_features(
             schema={"transfer_id": pl.String, **dict.fromkeys(FEATURE_NAMES, pl.Float64)}
         )
     with _freed_memory_kept():
-        values = _compute(inp, account_events)
+        block = _compute(inp, account_events)
     frame = pl.DataFrame(
         [
             inp.transfer_id,
-            *(pl.Series(name, values.pop(name), nan_to_null=True) for name in FEATURE_NAMES),
+            *(pl.Series(name, block[i], nan_to_null=True) for i, name in enumerate(FEATURE_NAMES)),
         ]
     )
     if targets is not None:

@@ -204,10 +204,17 @@ class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
                 del self.feature_names_in_
         if reset:
             self.n_features_in_ = matrix.shape[1]
+            # A feature with no value at all in training (no SIM changes in a ledger, say)
+            # breaks sklearn's binning and carries nothing: it is held constant, then and later.
+            self.empty_features_ = np.isnan(matrix).all(axis=0) if len(matrix) else None
         elif matrix.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {matrix.shape[1]} features, the model was fitted with {self.n_features_in_}"
             )
+        empty = getattr(self, "empty_features_", None)
+        if empty is not None and empty.any():
+            matrix = matrix.copy()
+            matrix[:, empty] = 0.0
         return matrix
 
     def _log_odds(self, matrix: np.ndarray) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""The risk loop through Dagster: train, gate, score, decide, deliver; run again, nothing doubles."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pytest
+
+from pipelines.decisions.outbox import operational_engine, status_counts
+from pipelines.definitions import defs
+from pipelines.defs.resources import TRANSFER_SERVICE_ENV, default_resources
+from pipelines.sandbox.simulator import SimulationConfig, simulate
+from pipelines.sandbox.transfer_service import ReferenceTransferService
+from pipelines.settings import DataDir
+from pipelines.warehouse import warehouse
+
+pytestmark = pytest.mark.slow
+
+
+def _run(definitions: dg.Definitions, job: str, resources: dict) -> dg.ExecuteInProcessResult:
+    selection = definitions.resolve_job_def(job).asset_layer.selected_asset_keys
+    return dg.materialize(
+        [*definitions.assets, *definitions.asset_checks],
+        selection=list(selection),
+        resources=resources,
+        instance=_run.instance,
+        raise_on_error=False,
+    )
+
+
+def test_train_gate_score_deliver_and_rerun(tmp_path, monkeypatch):
+    data_dir = DataDir.resolve(tmp_path).ensure()
+    start = dt.date.today() - dt.timedelta(days=30)
+    simulate(
+        SimulationConfig(users=6_000, days=30, start=start, seed=5, fraud_rate=0.01),
+        data_dir.landing,
+        data_dir.ground_truth,
+    )
+    data_dir.risk_settings.write_text(
+        json.dumps({"test_days": 7, "delay_days": 3, "folds": 1, "maturity_days": 7})
+    )
+    definitions = defs()
+    _run.instance = dg.DagsterInstance.ephemeral()
+    with ReferenceTransferService(host="127.0.0.1", port=0) as service:
+        monkeypatch.setenv(TRANSFER_SERVICE_ENV, service.url)
+        resources = default_resources(data_dir)
+        assert _run(definitions, "ledger_ingest", resources).success
+        first = _run(definitions, "risk_training", resources)
+        assert first.success
+        registry = resources["risk"].registry
+        live = registry.live_version()
+        assert live is not None and registry.challengers() == []
+
+        scoring = _run(definitions, "risk_scoring", resources)
+        assert scoring.success
+        engine = operational_engine(resources["risk"].operational_db_url)
+        counts = status_counts(engine)
+        assert counts.get("DELIVERED", 0) > 0
+        assert sum(counts.values()) == counts["DELIVERED"]
+        assert service.effect_count == counts["DELIVERED"]
+        with warehouse(data_dir.warehouse, read_only=True) as con:
+            scored = con.sql(
+                "SELECT count(*), count(DISTINCT transfer_id) FROM risk.transfer_scores"
+            ).fetchall()[0]
+            transfers = con.sql("SELECT count(*) FROM ledger.transfers").fetchall()[0][0]
+            held = con.sql(
+                "SELECT count(*) FROM risk.transfer_scores WHERE decision = 'HOLD'"
+            ).fetchall()[0][0]
+        assert scored == (transfers, transfers)
+        assert 0 < held < transfers * 0.02
+
+        # The same data again: the candidate ties the live model, so the gate keeps it a
+        # challenger, the promotion step is skipped, and scoring runs it in shadow.
+        second = _run(definitions, "risk_training", resources)
+        gate = [
+            e.event_specific_data
+            for e in second.all_events
+            if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ]
+        assert [g.passed for g in gate] == [False]
+        assert "stays a challenger" in gate[0].metadata["reason"].value
+        assert registry.live_version() == live
+        materialized = {
+            e.asset_key.to_user_string() for e in second.get_asset_materialization_events()
+        }
+        assert "live_model" not in materialized
+        assert len(registry.challengers()) == 1
+
+        again = _run(definitions, "risk_scoring", resources)
+        assert again.success
+        assert status_counts(engine) == counts  # nothing new to decide, nothing sent twice
+        assert service.effect_count == counts["DELIVERED"]
+        with warehouse(data_dir.warehouse, read_only=True) as con:
+            shadow = con.sql("SELECT count(*) FROM risk.transfer_scores WHERE shadow").fetchall()[
+                0
+            ][0]
+            live_rows = con.sql(
+                "SELECT count(*) FROM risk.transfer_scores WHERE NOT shadow"
+            ).fetchall()[0][0]
+        assert shadow == transfers and live_rows == transfers
