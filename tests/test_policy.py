@@ -302,3 +302,12 @@ def test_policy_json_round_trip_and_validation(tmp_path):
         Policy.from_json('{"version": "policy-1", "hold_threshold": 0.5, "hold_treshold": 1}')
     with pytest.raises(ValidationError):
         POLICY.hold_threshold = 0.1  # frozen
+
+
+def test_reason_code_page_matches_the_catalogue():
+    from pathlib import Path
+
+    from pipelines.risk.reasons import reason_code_table
+
+    page = (Path(__file__).parents[1] / "docs" / "reason-codes.md").read_text()
+    assert reason_code_table() in page
