@@ -58,6 +58,7 @@ class RiskResource(dg.ConfigurableResource):
     operational_db_url: str
     transfer_service_url: str | None = None
     ground_truth_path: str | None = None  # simulator truth: judges test windows, never training
+    allowlist_path: str | None = None
     test_days: int = 7
     delay_days: int = 7
     folds: int = 3
@@ -101,6 +102,7 @@ def default_resources(data_dir: DataDir | None = None) -> dict[str, dg.Configura
             operational_db_url=operational,
             transfer_service_url=os.environ.get(TRANSFER_SERVICE_ENV),
             ground_truth_path=str(truth) if truth.exists() else None,
+            allowlist_path=str(data_dir.root / "allowlist.txt"),
             **_loop_overrides(data_dir),
         ),
     }

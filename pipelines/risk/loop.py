@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -180,6 +181,14 @@ def live_policy(registry: ModelRegistry) -> Policy:
         hold_threshold=float(threshold),
         review_capacity=int(metrics.get("review_capacity") or 100),
     )
+
+
+def read_allowlist(path: Path) -> set[str]:
+    """Allow-list entries (a payee VPA, or `payer->payee`), one a line; `#` starts a comment."""
+    if not path.exists():
+        return set()
+    entries = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return {entry for entry in entries if entry}
 
 
 def _ensure_scores_table(con: duckdb.DuckDBPyConnection) -> None:

@@ -2,6 +2,7 @@
 
 import base64
 import json
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -15,6 +16,7 @@ from pipelines.features.table import FEATURE_TABLE, read_features, refresh_featu
 from pipelines.risk.loop import (
     SCORES_TABLE,
     TrainingOutcome,
+    read_allowlist,
     read_labels,
     recent_decision_records,
     score_new_transfers,
@@ -129,7 +131,8 @@ def live_model(context: dg.AssetExecutionContext, risk: RiskResource) -> dg.Mate
 def transfer_scores(warehouse: WarehouseResource, risk: RiskResource) -> dg.MaterializeResult:
     """Risk score, decision and reason codes of every transfer (live model; challengers in shadow)."""
     with warehouse.connect() as con:
-        result = score_new_transfers(con, risk.registry)
+        allowlist = read_allowlist(Path(risk.allowlist_path)) if risk.allowlist_path else set()
+        result = score_new_transfers(con, risk.registry, allowlist=allowlist)
     decisions = pl.DataFrame(
         list(result["decisions"].items()), schema=["decision", "transfers"], orient="row"
     )
