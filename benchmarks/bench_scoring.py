@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(("lightgbm Booster.predict, same size model", lgb_result["seconds"]))
 
     one_fast = _latency_us(lambda i: model.risk_score(X[i : i + 1]), args.latency_calls)
+    rows_as_dicts = frame.select(data.feature_names).head(args.latency_calls).to_dicts()
+    one_dict = _latency_us(
+        lambda i: model.risk_score_one(rows_as_dicts[i % len(rows_as_dicts)]), args.latency_calls
+    )
     one_sk = _latency_us(
         lambda i: model.base_.predict_proba(X[i : i + 1]), max(args.latency_calls // 10, 50)
     )
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:58s} {seconds:9.3f} {n / seconds:13,.0f} {sk_s / seconds:9.1f}x")
     print(
         f"single row: compiled median {one_fast[0]:.1f} us (p99 {one_fast[1]:.1f} us); "
+        f"from a dict (risk_score_one) {one_dict[0]:.1f} us (p99 {one_dict[1]:.1f} us); "
         f"sklearn median {one_sk[0]:.1f} us (p99 {one_sk[1]:.1f} us)"
     )
     print(f"max |compiled - sklearn| risk_score over all rows: {max_diff:.3g}")
@@ -132,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_vs_sklearn": round(sk_s / fast_s, 2),
         "single_row_median_us": round(one_fast[0], 1),
         "single_row_p99_us": round(one_fast[1], 1),
+        "single_row_from_dict_median_us": round(one_dict[0], 1),
         "sklearn_single_row_median_us": round(one_sk[0], 1),
         "max_abs_diff_vs_sklearn": max_diff,
         "lightgbm_rows_per_s": None if lgb_result is None else round(n / lgb_result["seconds"]),

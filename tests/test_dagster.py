@@ -29,26 +29,48 @@ def test_asset_graph_snapshot(definitions):
         "labels": [],
         "transfers": ["transfer_events"],
         "accounts": ["account_events"],
+        "transfer_features": ["accounts", "labels", "transfers"],
+        "risk_model": ["transfer_features"],
+        "live_model": ["risk_model"],
+        "transfer_scores": ["transfer_features"],
+        "decision_outbox": ["transfer_scores"],
+        "decision_delivery": ["decision_outbox"],
     }
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert set(groups.values()) == {"ledger"}
+    assert {k for k, g in groups.items() if g == "ledger"} == {
+        "transfer_events",
+        "account_events",
+        "labels",
+        "transfers",
+        "accounts",
+    }
+    assert set(groups.values()) == {"ledger", "risk"}
     checks = sorted(k.to_user_string() for k in graph.asset_check_keys)
     assert checks == [
         "account_events:account_events_contract",
         "account_events:account_events_freshness",
         "labels:labels_contract",
         "labels:labels_freshness",
+        "risk_model:risk_model_beats_live",
         "transfer_events:transfer_events_contract",
         "transfer_events:transfer_events_freshness",
     ]
-    assert [s.name for s in definitions.schedules] == ["ledger_daily"]
-    assert [s.name for s in definitions.sensors] == ["ledger_arrivals"]
-    assert definitions.resolve_job_def("ledger_ingest") is not None
+    assert sorted(s.name for s in definitions.schedules) == [
+        "ledger_daily",
+        "risk_daily_retraining",
+    ]
+    assert sorted(s.name for s in definitions.sensors) == [
+        "ledger_arrivals",
+        "score_new_transfers_sensor",
+    ]
+    for job in ("ledger_ingest", "risk_training", "risk_scoring"):
+        assert definitions.resolve_job_def(job) is not None
 
 
 def _materialize(definitions: dg.Definitions, data_dir: DataDir) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*definitions.assets, *definitions.asset_checks],
+        selection=dg.AssetSelection.groups("ledger"),
         resources=default_resources(data_dir),
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,

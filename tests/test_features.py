@@ -293,9 +293,9 @@ def ledger() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 # --- 1. the engine equals the reference ---------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_every_feature_equals_the_reference(seed: int) -> None:
-    transfers, events, labels = random_ledger(seed)
+@pytest.mark.parametrize(("seed", "n"), [(1, 240), (2, 240), (3, 240), (7, 240), (8, 500)])
+def test_every_feature_equals_the_reference(seed: int, n: int) -> None:
+    transfers, events, labels = random_ledger(seed, n)
     got = by_id(compute_features(transfers, events, labels))
     want = reference(transfers, events, labels)
     assert got.keys() == want.keys()
@@ -417,6 +417,14 @@ def test_ties_and_the_transfer_itself_are_not_history() -> None:
     crowded = by_id(compute_features(pl.concat([transfers, twins]), events, labels))
     assert crowded[row["transfer_id"]] == alone
     assert crowded["TWIN0"]["pair_prior_count"] == alone["pair_prior_count"]
+
+    # Twins on a device and payee never used before: neither is history for the other.
+    fresh = twins.with_columns(payer_device_id=pl.lit("dev-fresh"), payee_vpa=pl.lit("new@ybl"))
+    both = by_id(compute_features(pl.concat([transfers, fresh]), events, labels))
+    for twin in ("TWIN0", "TWIN1", "TWIN2"):
+        assert both[twin]["payer_new_device"] == 1.0
+        assert both[twin]["pair_is_first"] == 1.0
+        assert both[twin]["payee_distinct_payers_24h"] == 0.0
 
 
 def test_a_reversal_is_never_used() -> None:
@@ -566,7 +574,19 @@ def test_load_inputs_reads_the_warehouse(tmp_path, ledger) -> None:
         loaded = load_inputs(con)
         since = transfers["created_at"].sort()[100]
         recent, _, recent_labels = load_inputs(con, since=since)
+        then = load_inputs(con, until=since)
     assert loaded[0].height == transfers.height
+    assert (
+        then[0]["created_at"].max() < since
+        and then[0].height == transfers.filter(pl.col("created_at") < since).height
+    )
+    assert then[1]["event_time"].max() < since and then[2]["reported_at"].max() < since
+    as_of = compute_features(*then).sort("transfer_id")
+    assert as_of.equals(
+        compute_features(*loaded)
+        .filter(pl.col("transfer_id").is_in(then[0]["transfer_id"].implode()))
+        .sort("transfer_id")
+    )
     from_warehouse = compute_features(*loaded).sort("transfer_id")
     assert from_warehouse.equals(compute_features(transfers, events, labels).sort("transfer_id"))
     assert recent.height == transfers.filter(pl.col("created_at") >= since).height

@@ -15,11 +15,13 @@ import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
+from threadpoolctl import threadpool_limits
 
 from pipelines.risk import forest as forest_module
 from pipelines.risk.evaluation import (
     backtest,
     hold_threshold,
+    pr_curve_png,
     precision_at_k,
     prequential_folds,
     window_metrics,
@@ -34,10 +36,19 @@ from pipelines.risk.model import (
 )
 from pipelines.risk.registry import ArtifactIntegrityError, ModelRegistry
 from pipelines.risk.synthetic import synthetic_risk_data
+from pipelines.risk.training import register_and_challenge, train_and_evaluate
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 1, tzinfo=UTC)
 SMALL_GBDT = {"max_iter": 40, "min_samples_leaf": 20, "learning_rate": 0.15}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_openmp_thread() -> Any:
+    """One OpenMP thread per test process: `pytest -n 2` already fills both cores, and spinning
+    OpenMP teams on an oversubscribed machine make HistGradientBoosting fits 5-10x slower."""
+    with threadpool_limits(1):
+        yield
 
 
 def _ts(values: list[dt.datetime]) -> pl.Series:
@@ -381,8 +392,21 @@ def test_backtest_never_trains_on_labels_reported_after_the_cutoff(synthetic: An
     ap = table.filter(pl.col("metric") == "average_precision").row(0)
     assert ap[3] == pytest.approx(ap[1] - ap[2])
     assert set(result.scores["decision"].unique()) == {"HOLD", "ALLOW"}
-    png = result.pr_curve_png()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_precision_recall_curve_is_a_png() -> None:
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.1).astype(np.int8)
+    scores = pl.DataFrame(
+        {
+            "model": ["gbdt"] * 200 + ["logistic"] * 200,
+            "risk_score": np.clip(0.3 * y + rng.random(400) * 0.7, 0, 1),
+            "y": y,
+        }
+    )
+    png = pr_curve_png(scores)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
 
 
 def _tiny_window() -> pl.DataFrame:
@@ -551,6 +575,8 @@ def test_promotion_only_on_improvement_and_challengers_kept(
     assert registry.challengers() == ["v3", "v2"]
 
     _register(registry, fitted_small, "v4", ap=0.35, window_end=9)  # another test window
+    asked = registry.promote("v4", live_metrics={"average_precision": 0.31}, dry_run=True)
+    assert asked.promoted and registry.live_version() == "v1"  # a dry run changes nothing
     other = registry.promote("v4")
     assert not other.promoted and "not comparable" in other.reason
     rescored = registry.promote("v4", live_metrics={"average_precision": 0.31})
@@ -561,3 +587,68 @@ def test_promotion_only_on_improvement_and_challengers_kept(
     log = registry.promotions()
     assert [d["promoted"] for d in log] == [True, False, False, False, True]
     json.dumps(rescored.as_dict())
+
+
+def test_retrained_model_is_compared_with_the_live_one_on_the_same_window(
+    tmp_path: Any, synthetic: Any
+) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    common = {
+        "test_start": dt.datetime(2026, 3, 1, tzinfo=UTC),
+        "maturity_days": 14,
+        "truth": synthetic.truth,
+    }
+    args = (synthetic.features, synthetic.labels, synthetic.feature_names)
+    first = train_and_evaluate(*args, kind="gbdt", params=SMALL_GBDT, **common)
+    first = register_and_challenge(
+        registry,
+        first,
+        synthetic.features,
+        synthetic.labels,
+        maturity_days=14,
+        truth=synthetic.truth,
+    )
+    assert first.decision.promoted and registry.live_version() == first.version
+    assert registry.manifest(first.version)["training_window"]["end"] == "2026-02-22T00:00:00+00:00"
+
+    # The same model retrained on the same data ties the live one: it stays a challenger.
+    again = train_and_evaluate(*args, kind="gbdt", params=SMALL_GBDT, **common)
+    again = register_and_challenge(
+        registry,
+        again,
+        synthetic.features,
+        synthetic.labels,
+        maturity_days=14,
+        truth=synthetic.truth,
+    )
+    assert again.live_metrics["average_precision"] == again.metrics["average_precision"]
+    assert not again.decision.promoted and "ties" in again.decision.reason
+    assert registry.challengers() == [again.version]
+
+    baseline = train_and_evaluate(*args, kind="logistic", **common)
+    baseline = register_and_challenge(
+        registry,
+        baseline,
+        synthetic.features,
+        synthetic.labels,
+        maturity_days=14,
+        truth=synthetic.truth,
+    )
+    live_ap = baseline.live_metrics["average_precision"]
+    assert baseline.decision.live_value == live_ap
+    assert baseline.decision.promoted == (baseline.metrics["average_precision"] > live_ap)
+
+
+def test_risk_score_one_from_a_mapping_equals_the_batch_score(synthetic: Any) -> None:
+    names = synthetic.feature_names
+    frame = synthetic.features.head(20_000)
+    model = GradientBoostingRiskModel(**SMALL_GBDT).fit(
+        frame.select(names), synthetic.truth["is_fraud"].head(20_000).cast(int)
+    )
+    rows = frame.select(names).head(50)
+    batch = model.risk_score(rows)
+    for i, values in enumerate(rows.to_dicts()):
+        assert model.risk_score_one(values) == batch[i]
+    partial = {names[0]: 1.0}  # everything else unknown
+    expected = model.risk_score(np.array([[1.0] + [np.nan] * (len(names) - 1)]))[0]
+    assert model.risk_score_one(partial) == expected

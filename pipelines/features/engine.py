@@ -22,13 +22,16 @@ Choices the catalogue (`definitions.py`) states in one line each:
   labels are not used;
 - `payer_amount_zscore_30d` uses the sample standard deviation.
 
-How it is fast: every key (payer, payee, pair, payer-device) is a sort of the rows by
-(key, created_at); a row's prior window is then a slice [lo, tie) of its key's run, where
-`tie` is the first row of the key at the same created_at and `lo` the first row at or after
-created_at - window. Counts are index differences, sums are differences of prefix sums, `lo` is
-a linear merge (an as-of join of sorted integers). Distinct counts in a window use each
-(payer, payee) pair's previous and next occurrence, so they need no extra sort. Strings are
-keyed by two independent 64-bit hashes (a 128-bit key); nothing else is approximate.
+How it is fast: every key (payer, payee, pair) is one sort of the rows by (key, created_at);
+a row's prior window is then a slice [lo, tie) of its key's run, where `tie` is the first row
+of the key at the same created_at and `lo` the first row at or after created_at - window.
+Counts are index differences, sums are differences of prefix sums, and `lo` is a binary search
+of sorted (key, time) integers. Distinct counts in a window use each (payer, payee) pair's
+previous and next occurrence, so they need no extra sort; account events and fraud reports,
+being few, are merged into the sorted transfers. Strings are keyed by two independent 64-bit
+hashes (a 128-bit key); nothing else is approximate. Everything is numpy over whole columns,
+single-threaded: on the 2-core VM threads did not help, and fresh memory costs 1-3 s per GB
+in page faults, so the engine keeps temporaries few (see _freed_memory_kept).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -84,6 +87,7 @@ _FUNDS_CODES = ("Z9",)
 _SEEDS = (0x5EED_0001, 0x5EED_0002)  # two independent hashes: a 128-bit key per string
 _BLOCK_LIMIT = 1 << 62  # encoded (key, time) values stay below this
 _MERGE_CHUNK = 1 << 14  # queries per binary-search chunk
+_BIG_BATCH = 1_000_000  # rows from which the engine keeps freed memory while computing
 
 # One byte of facts per transfer, gathered once per key order instead of one array each.
 OK, FAILED, PIN_FAIL, FUNDS_FAIL, NIGHT, MERCHANT = (1 << i for i in range(6))
@@ -161,9 +165,10 @@ class _Inputs:
     amount: np.ndarray  # int64 paise
     flags: np.ndarray  # uint8 of OK, FAILED, ...
     channel: np.ndarray  # uint8 index into _CHANNELS (4 if unknown)
-    hour: np.ndarray  # int64 hour of day in IST
+    hour: np.ndarray  # int8 hour of day in IST
     hashes: dict[str, np.ndarray]  # <column>_<0|1> -> uint64
-    fraud_known_at: np.ndarray  # max(created_at, first FRAUD report), -1 if never reported
+    fraud_rows: np.ndarray  # rows with a FRAUD label, ascending
+    fraud_known_at: np.ndarray  # for each: max(created_at, first FRAUD report)
 
 
 def _inputs(transfers: pl.DataFrame, labels: pl.DataFrame) -> _Inputs:
@@ -197,11 +202,11 @@ def _inputs(transfers: pl.DataFrame, labels: pl.DataFrame) -> _Inputs:
         .cast(pl.UInt8)
         .alias("channel"),
     )
-    hour = (t + IST_OFFSET) // HOUR % 24
+    hour = ((t + IST_OFFSET) // HOUR % 24).astype(np.int8)
     flags = facts["flags"].to_numpy().copy()
     flags |= np.where(hour < 5, NIGHT, 0).astype(np.uint8)
 
-    fraud_known_at = np.full(t.size, -1, dtype=np.int64)
+    hit, fraud_known_at = np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64)
     reports = (
         labels.lazy()
         .filter(pl.col("label") == "FRAUD")
@@ -216,7 +221,7 @@ def _inputs(transfers: pl.DataFrame, labels: pl.DataFrame) -> _Inputs:
             .select("transfer_id")
             .join(reports, on="transfer_id", how="left", maintain_order="left")
         )
-        fraud_known_at[hit] = np.maximum(t[hit], _micros(joined["reported_at"]))
+        fraud_known_at = np.maximum(t[hit], _micros(joined["reported_at"]))
 
     return _Inputs(
         transfer_id=frame["transfer_id"],
@@ -226,6 +231,7 @@ def _inputs(transfers: pl.DataFrame, labels: pl.DataFrame) -> _Inputs:
         channel=facts["channel"].to_numpy(),
         hour=hour,
         hashes=_hashes(frame, ("payer_vpa", "payee_vpa", "payer_device_id")),
+        fraud_rows=hit,
         fraud_known_at=fraud_known_at,
     )
 
@@ -328,7 +334,8 @@ class _Keys:
         """The key id of each (h0, h1); -1 where it is not a key."""
         if self.h0.size == 0:
             return np.full(h0.size, -1, dtype=np.intp)
-        at = np.searchsorted(self.h0, h0)
+        ordered = h0.size < 2 or bool(np.all(h0[1:] >= h0[:-1]))
+        at = _searchsorted_sorted(self.h0, h0) if ordered else np.searchsorted(self.h0, h0)
         np.minimum(at, self.h0.size - 1, out=at)
         same0 = self.h0[at] == h0
         hit = same0 & (self.h1[at] == h1)
@@ -547,7 +554,7 @@ def _pair_features(payer: _Groups, payee: _Groups, inp: _Inputs, out: _Out) -> n
     ratio[none] = np.nan
     days[none] = np.nan
     out.put("pair_prior_count", prior, perm)
-    out.put("pair_is_first", none, perm)
+    out.put("pair_is_first", out.column("pair_prior_count") == 0)  # row order: no scatter
     out.put("pair_amount_ratio_mean", ratio, perm)
     out.put("pair_days_since_last", days, perm)
     del ratio, days, prior
@@ -703,7 +710,8 @@ def _payer_features(
     sums = _prefix(amount)
     at_tie, work, ratio = sums[tie], np.empty(n, dtype=np.int64), np.empty(n)
     for w in _PAYER_WINDOWS:
-        out.put(f"payer_count_{w}", np.subtract(tie, lo[w], out=work), perm)
+        np.copyto(ratio, np.subtract(tie, lo[w], out=work))  # scatters cast slowly: cast first
+        out.put(f"payer_count_{w}", ratio, perm)
         np.take(sums, lo[w], out=work)
         np.subtract(at_tie, work, out=work)
         out.put(f"payer_amount_{w}", np.divide(work, 100, out=ratio), perm)
@@ -817,7 +825,7 @@ def _payee_features(
 
     count24 = tie - lo["24h"]
     out.put("payee_volume_spike", count24 / ((lo["24h"] - lo["8d"]) / 7 + 1), perm)
-    frauds = _fraud_reports(g, enc, clock, inp.fraud_known_at)
+    frauds = _fraud_reports(g, enc, clock, inp.fraud_rows, inp.fraud_known_at)
     out.put("payee_fraud_reports", frauds, perm)
     out.put("payee_fraud_rate_reported", frauds / (tie - start + FRAUD_RATE_PRIOR), perm)
     fails = _prefix(_bit(flags, FAILED))
@@ -825,17 +833,21 @@ def _payee_features(
     out.put("payee_decline_rate_7d", _ratio(_in_window(fails, tie, lo7), tie - lo7), perm)
 
 
-def _fraud_reports(g: _Groups, enc: np.ndarray, clock: _Clock, known_at: np.ndarray) -> np.ndarray:
+def _fraud_reports(
+    g: _Groups, enc: np.ndarray, clock: _Clock, rows: np.ndarray, known_at: np.ndarray
+) -> np.ndarray:
     """Per position: prior transfers of the key whose fraud was known before this one.
 
     Each reported transfer counts from the first position of its key after max(its
     created_at, its first FRAUD report); a count past the key's last row is dropped.
     """
-    at = known_at[g.perm]
-    reported = np.flatnonzero(at >= 0)
     counts = np.zeros(g.gid.size + 1, dtype=np.int64)
-    if reported.size:
-        key, when = g.gid[reported], at[reported]
+    if rows.size:
+        marked = np.zeros(g.gid.size, dtype=bool)
+        marked[rows] = True
+        reported = np.flatnonzero(marked[g.perm])
+        key = g.gid[reported]
+        when = known_at[np.searchsorted(rows, g.perm[reported])]
         order = np.lexsort((when, key))
         key, when = key[order], when[order]
         (after,) = _lower_bounds(clock, g.gid, enc, [(key, clock.encode(key, when) + 1)])
@@ -870,11 +882,13 @@ def _event_table(account_events: pl.DataFrame) -> _EventTable:
         )
         .collect()
     )
+    h0 = frame["vpa_0"].to_numpy()
+    order = np.argsort(h0)  # key lookups by sorted hashes merge instead of jumping around
     return _EventTable(
-        h0=frame["vpa_0"].to_numpy(),
-        h1=frame["vpa_1"].to_numpy(),
-        kind=frame["kind"].to_numpy(),
-        time=frame["time"].to_numpy(),
+        h0=h0[order],
+        h1=frame["vpa_1"].to_numpy()[order],
+        kind=frame["kind"].to_numpy()[order],
+        time=frame["time"].to_numpy()[order],
     )
 
 
@@ -910,16 +924,18 @@ def compute_features(
 ) -> pl.DataFrame:
     """Every feature of FEATURE_NAMES for each transfer, point in time (see the module doc).
 
-    Returns transfer_id plus one Float64 column per feature, null where unknown, one row per
-    transfer in created_at order (ties in input order). `targets` limits the output to those
-    transfer_ids; every transfer still counts as history.
+    `transfers` has at least TRANSFER_COLUMNS, one row per transfer_id (its current state, as
+    in ledger.transfers). Returns transfer_id plus one Float64 column per feature, null where
+    unknown, one row per transfer in created_at order (ties in input order). `targets` limits
+    the output to those transfer_ids; every transfer still counts as history.
     """
     inp = _inputs(transfers, labels)
     if inp.t.size == 0:
         return pl.DataFrame(
             schema={"transfer_id": pl.String, **dict.fromkeys(FEATURE_NAMES, pl.Float64)}
         )
-    with _freed_memory_kept():
+    # Only big batches gain from keeping freed memory, and the setting is process-wide.
+    with _freed_memory_kept() if inp.t.size >= _BIG_BATCH else nullcontext():
         block = _compute(inp, account_events)
     frame = pl.DataFrame(
         [
@@ -1005,29 +1021,46 @@ _TRANSFER_SCHEMA = {
 
 
 def load_inputs(
-    con: duckdb.DuckDBPyConnection, *, since: datetime | None = None
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(transfers, account_events, labels) from the warehouse, with the columns features use.
 
-    `since` keeps transfers created at or after it (labels of those transfers; account events
-    all, since registrations are old). Windowed features of transfers within LONGEST_WINDOW
-    after `since`, and lifetime features (pair_prior_count, payer_new_device, ...), then see
-    only that much history: pass `since` = first target - LONGEST_WINDOW or earlier.
+    `since` keeps transfers created at or after it, and the labels of those transfers (account
+    events are all kept: registrations are old). Windowed features of transfers less than
+    LONGEST_WINDOW after `since`, and lifetime ones (pair_prior_count, payer_new_device, ...),
+    then see only that much history: pass `since` = first target - LONGEST_WINDOW or earlier.
+    `until` keeps what was known before it (transfers created, events happened, labels
+    reported): the warehouse as of that moment, e.g. for a backtest.
     """
-    where, params = ("WHERE created_at >= ?", [since]) if since is not None else ("", [])
+    transfer_where = ["true"]
+    if since is not None:
+        transfer_where.append("created_at >= $since")
+    if until is not None:
+        transfer_where.append("created_at < $until")
+    bounds = {k: v for k, v in {"since": since, "until": until}.items() if v is not None}
+    where = " AND ".join(transfer_where)
     transfers = con.sql(
-        f"SELECT {', '.join(TRANSFER_COLUMNS)} FROM ledger.transfers {where} ORDER BY created_at, first_seq",
-        params=params,
+        f"SELECT {', '.join(TRANSFER_COLUMNS)} FROM ledger.transfers WHERE {where} "
+        "ORDER BY created_at, first_seq",
+        params=bounds,
     ).pl()
     account_events = con.sql(
-        f"SELECT {', '.join(ACCOUNT_EVENT_COLUMNS)} FROM ledger.account_events"
+        f"SELECT {', '.join(ACCOUNT_EVENT_COLUMNS)} FROM ledger.account_events "
+        + ("WHERE event_time < $until" if until is not None else ""),
+        params={"until": until} if until is not None else None,
     ).pl()
-    label_where = (
-        "WHERE transfer_id IN (SELECT transfer_id FROM ledger.transfers WHERE created_at >= ?)"
-        if since is not None
-        else ""
-    )
+    label_where = ["true"]
+    if since is not None:
+        label_where.append(
+            "transfer_id IN (SELECT transfer_id FROM ledger.transfers WHERE created_at >= $since)"
+        )
+    if until is not None:
+        label_where.append("reported_at < $until")
     labels = con.sql(
-        f"SELECT {', '.join(LABEL_COLUMNS)} FROM ledger.labels {label_where}", params=params
+        f"SELECT {', '.join(LABEL_COLUMNS)} FROM ledger.labels WHERE {' AND '.join(label_where)}",
+        params=bounds,
     ).pl()
     return transfers, account_events, labels

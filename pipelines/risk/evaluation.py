@@ -10,7 +10,8 @@ Metrics of a window (one definition each, used by every path):
 - roc_auc, average_precision: of the risk score against the fraud target, per transfer.
 - precision_at_k: each IST day, the k payers with the highest daily score (max over their
   transfers) are what a review team of capacity k would look at; a payer is a hit if it made a
-  fraudulent transfer that day. Mean over days (k = min(capacity, payers active that day)).
+  fraudulent transfer that day. Mean over days (k = min(capacity, payers active that day)); a
+  window cut at UTC midnight gives partial IST days at both ends, which count like the others.
 - at a hold rate h: the threshold is the (1 - h) quantile of the window's scores ("higher"
   method) and a transfer is held if its score is at or above it. recall_at_hold = share of frauds
   held; fraud_value_caught_share = paise of held frauds / paise of all frauds; legit_payers_held_share
@@ -147,6 +148,22 @@ def fold_test_set(features: pl.DataFrame, targets: pl.DataFrame, fold: Fold) -> 
         (pl.col("created_at") >= fold.test_start) & (pl.col("created_at") < fold.test_end)
     )
     return window.join(targets, on="transfer_id", how="left").with_columns(pl.col("y").fill_null(0))
+
+
+def fit_on_training_set(model: Any, train: pl.DataFrame, feature_names: Sequence[str]) -> Any:
+    """Fit `model` on a `fold_training_set` frame: time-ordered, calibrated on matured rows."""
+    return model.fit(
+        train.select(list(feature_names)),
+        train["y"],
+        sample_time=train["created_at"],
+        calibration_mask=train["matured"],
+    )
+
+
+def score_test_set(model: Any, test: pl.DataFrame, feature_names: Sequence[str]) -> pl.DataFrame:
+    """`test` with a `risk_score` column from `model`."""
+    scores = model.risk_score(test.select(list(feature_names)))
+    return test.with_columns(risk_score=pl.Series(scores, dtype=pl.Float64))
 
 
 def hold_threshold(scores: np.ndarray, hold_rate: float) -> float:
@@ -379,18 +396,11 @@ def backtest(
                 continue
             model = clone(estimator)
             try:
-                model.fit(
-                    train.select(feature_names),
-                    train["y"],
-                    sample_time=train["created_at"],
-                    calibration_mask=train["matured"],
-                )
+                fit_on_training_set(model, train, feature_names)
             except ValueError as exc:  # e.g. no fraud in the calibration slice
                 per_model[name].append({**entry, "skipped": f"fit failed: {exc}"})
                 continue
-            scored = test.with_columns(
-                risk_score=pl.Series(model.risk_score(test.select(feature_names)), dtype=pl.Float64)
-            )
+            scored = score_test_set(model, test, feature_names)
             metrics = window_metrics(scored, review_capacity=review_capacity, hold_rate=hold_rate)
             per_model[name].append({**entry, **metrics})
             threshold = metrics["hold_threshold"]
@@ -446,8 +456,11 @@ def backtest(
 
 def pr_curve_png(scores: pl.DataFrame, *, title: str = "Precision-recall, test windows") -> bytes:
     """A PNG of each model's precision-recall curve from a scores frame (model, risk_score, y)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("pr_curve_png needs matplotlib: install 'matplotlib>=3.8'") from exc
 
     # Figure + Agg canvas directly: no pyplot, so no global backend or GUI state is touched.
     fig = Figure(figsize=(6, 4.5), dpi=100)

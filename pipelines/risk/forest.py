@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -195,5 +196,12 @@ def _build_kernel() -> Any:
     try:
         from pipelines.risk import _forest_kernel
     except ImportError:  # numba not installed
+        return None
+    except Exception as exc:  # e.g. numba cannot write its cache anywhere: stay correct, slower
+        warnings.warn(
+            f"numba kernel unavailable ({exc!r}); scoring with the numpy fallback",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
     return _forest_kernel.walk
