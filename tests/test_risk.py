@@ -36,7 +36,6 @@ from pipelines.risk.model import (
 )
 from pipelines.risk.registry import ArtifactIntegrityError, ModelRegistry
 from pipelines.risk.synthetic import synthetic_risk_data
-from pipelines.risk.training import register_and_challenge, train_and_evaluate
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 1, tzinfo=UTC)
@@ -587,56 +586,6 @@ def test_promotion_only_on_improvement_and_challengers_kept(
     log = registry.promotions()
     assert [d["promoted"] for d in log] == [True, False, False, False, True]
     json.dumps(rescored.as_dict())
-
-
-def test_retrained_model_is_compared_with_the_live_one_on_the_same_window(
-    tmp_path: Any, synthetic: Any
-) -> None:
-    registry = ModelRegistry(tmp_path / "models")
-    common = {
-        "test_start": dt.datetime(2026, 3, 1, tzinfo=UTC),
-        "maturity_days": 14,
-        "truth": synthetic.truth,
-    }
-    args = (synthetic.features, synthetic.labels, synthetic.feature_names)
-    first = train_and_evaluate(*args, kind="gbdt", params=SMALL_GBDT, **common)
-    first = register_and_challenge(
-        registry,
-        first,
-        synthetic.features,
-        synthetic.labels,
-        maturity_days=14,
-        truth=synthetic.truth,
-    )
-    assert first.decision.promoted and registry.live_version() == first.version
-    assert registry.manifest(first.version)["training_window"]["end"] == "2026-02-22T00:00:00+00:00"
-
-    # The same model retrained on the same data ties the live one: it stays a challenger.
-    again = train_and_evaluate(*args, kind="gbdt", params=SMALL_GBDT, **common)
-    again = register_and_challenge(
-        registry,
-        again,
-        synthetic.features,
-        synthetic.labels,
-        maturity_days=14,
-        truth=synthetic.truth,
-    )
-    assert again.live_metrics["average_precision"] == again.metrics["average_precision"]
-    assert not again.decision.promoted and "ties" in again.decision.reason
-    assert registry.challengers() == [again.version]
-
-    baseline = train_and_evaluate(*args, kind="logistic", **common)
-    baseline = register_and_challenge(
-        registry,
-        baseline,
-        synthetic.features,
-        synthetic.labels,
-        maturity_days=14,
-        truth=synthetic.truth,
-    )
-    live_ap = baseline.live_metrics["average_precision"]
-    assert baseline.decision.live_value == live_ap
-    assert baseline.decision.promoted == (baseline.metrics["average_precision"] > live_ap)
 
 
 def test_risk_score_one_from_a_mapping_equals_the_batch_score(synthetic: Any) -> None:
