@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -19,25 +18,8 @@ from pipelines.features.definitions import FEATURE_NAMES
 from pipelines.features.table import read_features, refresh_feature_table
 from pipelines.ledger.current import refresh_accounts, refresh_transfers
 from pipelines.ledger.ingest import ingest_landing
+from pipelines.risk.loop import LoopSettings, latest_test_start, read_labels
 from pipelines.warehouse import warehouse
-
-LABEL_COLUMNS = "transfer_id, label, fraud_type, source, reported_at"
-
-
-@dataclass(frozen=True)
-class BacktestWindow:
-    """Where the test windows are: fold 0 starts at test_start, later folds step back."""
-
-    test_start: date
-    test_days: int = 7
-    delay_days: int = 7
-    folds: int = 3
-    train_days: int | None = None
-
-
-def default_test_start(last_transfer: datetime, test_days: int, delay_days: int) -> date:
-    """The latest test window whose labels had `delay_days` to arrive after it ended."""
-    return (last_transfer - timedelta(days=test_days + delay_days)).date() + timedelta(days=1)
 
 
 def load_ledger(
@@ -62,7 +44,7 @@ def load_ledger(
             progress("computing point-in-time features")
         refresh_feature_table(con)
         features = read_features(con)
-        labels = con.sql(f"SELECT {LABEL_COLUMNS} FROM ledger.labels").pl()
+        labels = read_labels(con)
     return features, labels, report.as_dict()
 
 
@@ -87,8 +69,8 @@ def run_backtest(
     features, labels, ingest_counts = load_ledger(ledger_dir, out_dir, progress=progress)
     if features.is_empty():
         raise ValueError(f"{ledger_dir} holds no valid transfers to backtest")
-    last = features["created_at"].max()
-    start = test_start or default_test_start(last, test_days, delay_days)
+    window = LoopSettings(test_days=test_days, delay_days=delay_days)
+    start = test_start or latest_test_start(features, window).date()
     truth = pl.read_parquet(truth_path) if truth_path is not None else None
     if progress:
         progress(f"training and testing {folds} fold(s) from {start}")
@@ -120,9 +102,8 @@ def run_backtest(
         **result.metrics,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    scores = result.scores
-    if "model" in scores.columns:
-        scores = scores.filter(pl.col("model") == scores["model"][0]).drop("model")
+    # scores.parquet holds the model's scores; the baseline's are in metrics.json only.
+    scores = result.scores.filter(pl.col("model") == result.model_names[0])
     scores.select("transfer_id", "risk_score", "decision", "fold").write_parquet(
         out_dir / "scores.parquet"
     )

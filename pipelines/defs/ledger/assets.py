@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from pipelines.defs.metadata import markdown_table
 from pipelines.defs.resources import WAREHOUSE_POOL, LedgerSourceResource, WarehouseResource
 from pipelines.ledger import contract as c
 from pipelines.ledger.current import refresh_accounts, refresh_transfers
@@ -13,17 +14,6 @@ from pipelines.ledger.postgres import ingest_postgres
 from pipelines.warehouse import EVENT_TABLES, scalar
 
 GROUP = "ledger"
-
-
-def _markdown_table(frame: pl.DataFrame) -> str:
-    if frame.is_empty():
-        return "_none_"
-    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"
-    rows = [
-        "| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
-        for row in frame.iter_rows()
-    ]
-    return head + "\n".join(rows)
 
 
 def ingest_stream(
@@ -68,7 +58,7 @@ def ingest_stream(
             "files_skipped": counts.files_skipped,
             "batches": counts.batches,
             "quarantine_reasons": dg.MetadataValue.json(counts.as_dict()["reasons"]),
-            "quarantine_examples": dg.MetadataValue.md(_markdown_table(quarantined)),
+            "quarantine_examples": dg.MetadataValue.md(markdown_table(quarantined)),
             "dagster/row_count": row_count,
             "table": table,
             # Asset checks validate exactly the rows of this run: batches in (first, last].
@@ -76,7 +66,7 @@ def ingest_stream(
             "last_batch_id": last_batch,
             "contract": c.CONTRACT_VERSION,
             "fields": dg.MetadataValue.md(
-                _markdown_table(
+                markdown_table(
                     pl.DataFrame(
                         [(f.name, str(f.dtype), f.required, f.meaning) for f in stream.fields],
                         schema=["field", "type", "required", "meaning"],
@@ -130,7 +120,7 @@ def transfers(warehouse: WarehouseResource) -> dg.MaterializeResult:
         metadata={
             "dagster/row_count": result["transfers"],
             "changed": result["changed"],
-            "by_status": dg.MetadataValue.md(_markdown_table(by_status)),
+            "by_status": dg.MetadataValue.md(markdown_table(by_status)),
             "table": "ledger.transfers",
         }
     )

@@ -9,7 +9,8 @@ import polars as pl
 
 from pipelines.decisions.delivery import deliver_until_drained
 from pipelines.decisions.outbox import enqueue, operational_engine, status_counts
-from pipelines.defs.ledger.assets import _markdown_table, accounts, labels, transfers
+from pipelines.defs.ledger.assets import accounts, labels, transfers
+from pipelines.defs.metadata import markdown_table
 from pipelines.defs.resources import WAREHOUSE_POOL, RiskResource, WarehouseResource
 from pipelines.features.definitions import FEATURES
 from pipelines.features.table import FEATURE_TABLE, read_features, refresh_feature_table
@@ -46,7 +47,7 @@ def transfer_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
             "dagster/row_count": result["rows"],
             "computed": result["computed"],
             "table": FEATURE_TABLE,
-            "features": dg.MetadataValue.md(_markdown_table(catalogue)),
+            "features": dg.MetadataValue.md(markdown_table(catalogue)),
         }
     )
 
@@ -82,7 +83,7 @@ def risk_model(
             "live_average_precision": (outcome.live_metrics or {}).get("average_precision"),
             "live_metrics": dg.MetadataValue.json(outcome.live_metrics or {}),
             "evaluation": dg.MetadataValue.md(
-                _markdown_table(table.with_columns(pl.col(pl.Float64).round(4)))
+                markdown_table(table.with_columns(pl.col(pl.Float64).round(4)))
             ),
             "metrics": dg.MetadataValue.json(
                 json.loads(json.dumps(outcome.evaluation.metrics, default=str))
@@ -142,7 +143,7 @@ def transfer_scores(warehouse: WarehouseResource, risk: RiskResource) -> dg.Mate
             "policy": result["policy"],
             "hold_threshold": result["hold_threshold"],
             "scored": dg.MetadataValue.json(result["scored"]),
-            "decisions": dg.MetadataValue.md(_markdown_table(decisions)),
+            "decisions": dg.MetadataValue.md(markdown_table(decisions)),
             "table": SCORES_TABLE,
         }
     )
