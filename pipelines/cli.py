@@ -182,7 +182,9 @@ def demo(users, days, seed, data_dir, as_json):
     summary["simulation"] = simulated
     if summary["success"]:
         summary["risk"] = _run_risk(paths)
-        summary["success"] = summary["risk"]["success"]
+        # Adoption needs only the ledger: the marts mark transfers unscored if risk failed.
+        summary["adoption"] = _run_adoption(paths)
+        summary["success"] = summary["risk"]["success"] and summary["adoption"]["success"]
     summary["seconds"] = round(time.perf_counter() - started, 1)
     _print_run(summary, paths, as_json)
     sys.exit(0 if summary["success"] else 1)
@@ -211,6 +213,88 @@ def _run_risk(paths: DataDir) -> dict[str, Any]:
         "scoring": scoring,
         "transfer_service": service_state,
     }
+
+
+def _run_adoption(
+    paths: DataDir, since: dt.date | None = None, until: dt.date | None = None
+) -> dict[str, Any]:
+    """Build the adoption marts for the ledger's days (or a range), then the dashboards."""
+    from pipelines.adoption.marts import ledger_days
+    from pipelines.defs.adoption.jobs import partition_range_tags
+    from pipelines.runs import run_job
+    from pipelines.warehouse import warehouse
+
+    with warehouse(paths.warehouse, read_only=True) as con:
+        covered = ledger_days(con)
+    if covered is None and (since is None or until is None):
+        return {"success": False, "failures": ["the ledger has no transfers yet: nothing to build"]}
+    first = since or covered.first
+    last = until or covered.last
+    with console.status(f"building the adoption marts for {first} to {last}..."):
+        marts = run_job("adoption_marts", paths, tags=partition_range_tags(first, last))
+    reports = None
+    if marts.success:
+        with console.status("writing the adoption dashboards..."):
+            reports = run_job("adoption_reports", paths)
+    pages = (reports.assets.get("adoption_dashboards", {}) if reports else {}) or {}
+    return {
+        "success": marts.success and reports is not None and reports.success,
+        "first_day": str(first),
+        "last_day": str(last),
+        "marts": {name: meta.get("rows_written") for name, meta in marts.assets.items()},
+        "dashboards": {
+            key.removeprefix("page_"): value
+            for key, value in pages.items()
+            if key.startswith("page_")
+        },
+        "failures": marts.failures + (reports.failures if reports else []),
+    }
+
+
+@main.command()
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="First India (IST) day to build (default: the ledger's first day).",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Last IST day to build (default: the ledger's last day).",
+)
+@data_dir_option
+@json_option
+def adoption(since, until, data_dir, as_json):
+    """Build the adoption marts for a range of days and write the dashboards."""
+    paths = DataDir.resolve(data_dir)
+    if not paths.warehouse.exists():
+        raise click.ClickException(
+            f"no warehouse at {paths.warehouse}: run `upi-risk ingest` first"
+        )
+    result = _run_adoption(paths, since.date() if since else None, until.date() if until else None)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        _print_adoption(_stdout(), result)
+    sys.exit(0 if result["success"] else 1)
+
+
+def _print_adoption(out: Console, adoption: dict[str, Any]) -> None:
+    for line in adoption.get("failures", []):
+        out.print(f"[red]failed[/red] {line}")
+    if adoption.get("marts"):
+        rows = ", ".join(f"{name} {n:,}" for name, n in adoption["marts"].items() if n is not None)
+        out.print(
+            f"[bold]Adoption marts[/bold] {adoption['first_day']} to {adoption['last_day']} "
+            f"(rows written): {rows}"
+        )
+    if adoption.get("dashboards"):
+        # Paths are echoed plainly: rich would wrap them at the terminal width.
+        click.echo("Dashboards (open from disk, no network needed):")
+        for name, path in adoption["dashboards"].items():
+            click.echo(f"  {name:13} {path}")
 
 
 @main.command()
@@ -334,6 +418,7 @@ def _outputs(paths: DataDir) -> dict[str, str]:
         "dagster_home": str(paths.dagster_home),
         "models": str(paths.models),
         "decision_outbox": str(paths.operational_db),
+        "dashboards": str(paths.dashboards),
     }
 
 
@@ -392,6 +477,8 @@ def _print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
         out.print(f"[yellow]skipped (blocked upstream)[/yellow]: {', '.join(summary['skipped'])}")
     if summary.get("risk"):
         _print_risk(out, summary["risk"])
+    if summary.get("adoption"):
+        _print_adoption(out, summary["adoption"])
     # Paths are echoed plainly: rich would wrap them at the terminal width.
     click.echo("Outputs:")
     for name, where in summary["outputs"].items():

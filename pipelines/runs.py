@@ -49,8 +49,17 @@ def _plain(value: dg.MetadataValue) -> Any:
     return getattr(value, "value", value)
 
 
-def run_job(job_name: str, data_dir: DataDir, *, log_level: str = "WARNING") -> JobSummary:
-    """Execute a job of the project's definitions in this process; never raises on a failed step."""
+def run_job(
+    job_name: str,
+    data_dir: DataDir,
+    *,
+    log_level: str = "WARNING",
+    tags: dict[str, str] | None = None,
+) -> JobSummary:
+    """Execute a job of the project's definitions in this process; never raises on a failed step.
+
+    `tags` select partitions, e.g. a range of days for a daily-partitioned job.
+    """
     instance = prepare_instance(data_dir)
     from pipelines.definitions import defs  # after the environment points at data_dir
 
@@ -58,6 +67,7 @@ def run_job(job_name: str, data_dir: DataDir, *, log_level: str = "WARNING") -> 
     result = job.execute_in_process(
         instance=instance,
         raise_on_error=False,
+        tags=tags,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
     summary = JobSummary(run_id=result.run_id, success=result.success)

@@ -55,6 +55,16 @@ class DataDir(BaseModel):
         return self.root / "reports"
 
     @property
+    def token_key(self) -> Path:
+        """The key of this instance's personal-data tokens (see `pipelines.privacy`)."""
+        return self.root / "token.key"
+
+    @property
+    def dashboards(self) -> Path:
+        """The adoption dashboards: self-contained HTML pages that open from disk."""
+        return self.reports / "dashboards"
+
+    @property
     def dagster_home(self) -> Path:
         return self.root / "dagster"
 

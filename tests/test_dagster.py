@@ -35,6 +35,32 @@ def test_asset_graph_snapshot(definitions):
         "transfer_scores": ["transfer_features"],
         "decision_outbox": ["transfer_scores"],
         "decision_delivery": ["decision_outbox"],
+        "daily_users": ["accounts", "transfers"],
+        "activation_funnel": ["accounts", "transfers"],
+        "payer_days": ["transfer_scores", "transfers"],
+        "daily_active": ["payer_days"],
+        "daily_volume": ["transfers"],
+        "ticket_sizes": ["transfers"],
+        "ticket_quantiles": ["transfers"],
+        "daily_outcomes": ["transfers"],
+        "weekly_retention": ["payer_days"],
+        "daily_friction": ["transfer_scores", "transfers"],
+        "friction_retention": ["payer_days"],
+        "adoption_dashboards": sorted(
+            [
+                "activation_funnel",
+                "daily_active",
+                "daily_friction",
+                "daily_outcomes",
+                "daily_users",
+                "daily_volume",
+                "friction_retention",
+                "payer_days",
+                "ticket_quantiles",
+                "ticket_sizes",
+                "weekly_retention",
+            ]
+        ),
     }
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert {k for k, g in groups.items() if g == "ledger"} == {
@@ -44,7 +70,11 @@ def test_asset_graph_snapshot(definitions):
         "transfers",
         "accounts",
     }
-    assert set(groups.values()) == {"ledger", "risk"}
+    assert set(groups.values()) == {"ledger", "risk", "adoption"}
+    # The marts are daily partitions of India days; rolling windows read the days before.
+    daily = graph.get(dg.AssetKey("daily_active")).partitions_def
+    assert isinstance(daily, dg.DailyPartitionsDefinition) and daily.timezone == "Asia/Kolkata"
+    assert graph.get(dg.AssetKey("adoption_dashboards")).partitions_def is None
     checks = sorted(k.to_user_string() for k in graph.asset_check_keys)
     assert checks == [
         "account_events:account_events_contract",
@@ -56,6 +86,8 @@ def test_asset_graph_snapshot(definitions):
         "transfer_events:transfer_events_freshness",
     ]
     assert sorted(s.name for s in definitions.schedules) == [
+        "adoption_daily",
+        "adoption_dashboards_daily",
         "ledger_daily",
         "risk_daily_retraining",
     ]
@@ -63,7 +95,13 @@ def test_asset_graph_snapshot(definitions):
         "ledger_arrivals",
         "score_new_transfers_sensor",
     ]
-    for job in ("ledger_ingest", "risk_training", "risk_scoring"):
+    for job in (
+        "ledger_ingest",
+        "risk_training",
+        "risk_scoring",
+        "adoption_marts",
+        "adoption_reports",
+    ):
         assert definitions.resolve_job_def(job) is not None
 
 

@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 
 from pipelines.ledger.postgres import PostgresLedgerConfig
+from pipelines.privacy import load_token_key
 from pipelines.risk.loop import LoopSettings
 from pipelines.risk.registry import ModelRegistry
 from pipelines.settings import DataDir
@@ -84,6 +85,20 @@ class RiskResource(dg.ConfigurableResource):
         )
 
 
+class AdoptionResource(dg.ConfigurableResource):
+    """Where the adoption outputs go, and the key of the instance's personal-data tokens."""
+
+    data_dir: str
+
+    @property
+    def token_key(self) -> bytes:
+        return load_token_key(DataDir.resolve(self.data_dir))
+
+    @property
+    def dashboards_dir(self) -> Path:
+        return DataDir.resolve(self.data_dir).dashboards
+
+
 def default_resources(data_dir: DataDir | None = None) -> dict[str, dg.ConfigurableResource]:
     """Resources for the embedded defaults (data directory from `$UPI_RISK_DATA_DIR` or `data/`)."""
     data_dir = data_dir or DataDir.resolve()
@@ -97,6 +112,7 @@ def default_resources(data_dir: DataDir | None = None) -> dict[str, dg.Configura
     return {
         "warehouse": WarehouseResource(path=str(data_dir.warehouse)),
         "ledger_source": LedgerSourceResource(landing_dir=str(data_dir.landing), postgres_dsn=dsn),
+        "adoption": AdoptionResource(data_dir=str(data_dir.root)),
         "risk": RiskResource(
             models_dir=str(data_dir.models),
             operational_db_url=operational,

@@ -1,0 +1,468 @@
+"""Adoption marts: daily tables of users, activity, volume, outcomes, cohorts and risk friction.
+
+Every mart is built for a range of India (IST) days and replaces exactly those days, so a
+partition re-run never adds rows. Payers appear only as keyed tokens. The tables and their
+columns are documented in docs/adoption-marts.md; the dashboards and notebooks read them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+
+from pipelines.ledger import contract as c
+from pipelines.privacy import token_sql
+
+SCHEMA = "adoption"
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
+# India has kept UTC+05:30 all year since 1945, so a fixed offset is the IST calendar.
+IST_DAY = "CAST({column} + INTERVAL 330 MINUTE AS DATE)"
+
+MCC_CATEGORIES = {
+    c.PERSON_MCC: "Person",
+    "4111": "Transit",
+    "4121": "Cabs and rides",
+    "4722": "Travel agencies",
+    "4814": "Telecom recharge",
+    "4900": "Utilities",
+    "5399": "Online marketplaces",
+    "5411": "Grocery (kirana)",
+    "5499": "Food stores",
+    "5541": "Fuel",
+    "5651": "Clothing",
+    "5732": "Electronics",
+    "5812": "Restaurants",
+    "5814": "Fast food and tea stalls",
+    "5912": "Pharmacies",
+    "5999": "Other retail",
+    "6012": "Financial institutions",
+    "6211": "Securities and broking",
+    "6300": "Insurance",
+    "7011": "Hotels",
+    "8062": "Hospitals",
+    "8220": "Education",
+    "8299": "Schools and coaching",
+    "9311": "Tax payments",
+}
+# Amount bands of the ticket-size mart, in paise: (label, lower bound inclusive).
+TICKET_BUCKETS = (
+    ("under ₹100", 0),
+    ("₹100-500", 10_000),
+    ("₹500-2,000", 50_000),
+    ("₹2,000-10,000", 200_000),
+    ("₹10,000-50,000", 1_000_000),
+    ("₹50,000 and over", 5_000_000),
+)
+QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90, 0.99)
+
+DDL = {
+    "daily_users": """day DATE NOT NULL, registered BIGINT, bank_linked BIGINT,
+        activated BIGINT, deregistered BIGINT, registered_total BIGINT,
+        bank_linked_total BIGINT, activated_total BIGINT""",
+    "activation_funnel": """cohort_day DATE NOT NULL, registered BIGINT, bank_linked BIGINT,
+        first_payment BIGINT, fifth_payment BIGINT, median_hours_to_link DOUBLE,
+        median_hours_link_to_first DOUBLE, median_hours_first_to_fifth DOUBLE,
+        observed_through DATE""",
+    "payer_days": """day DATE NOT NULL, payer_token VARCHAR NOT NULL, transfers BIGINT,
+        successful BIGINT, value_paise BIGINT, held BIGINT, first_payment_day DATE""",
+    "daily_active": "day DATE NOT NULL, dau BIGINT, wau BIGINT, mau BIGINT, dau_mau DOUBLE",
+    "daily_volume": """day DATE NOT NULL, payee_type VARCHAR, channel VARCHAR,
+        payer_state VARCHAR, mcc VARCHAR, category VARCHAR, status VARCHAR, transfers BIGINT,
+        value_paise BIGINT""",
+    "ticket_sizes": """day DATE NOT NULL, payee_type VARCHAR, bucket VARCHAR,
+        bucket_order INTEGER, transfers BIGINT, value_paise BIGINT""",
+    "ticket_quantiles": """day DATE NOT NULL, payee_type VARCHAR, transfers BIGINT,
+        mean_paise DOUBLE, p10_paise BIGINT, p25_paise BIGINT, p50_paise BIGINT,
+        p75_paise BIGINT, p90_paise BIGINT, p99_paise BIGINT""",
+    "daily_outcomes": """day DATE NOT NULL, payee_type VARCHAR, channel VARCHAR,
+        status VARCHAR, response_code VARCHAR, description VARCHAR, transfers BIGINT,
+        value_paise BIGINT""",
+    "weekly_retention": """cohort_week DATE NOT NULL, week DATE NOT NULL,
+        week_number INTEGER, cohort_users BIGINT, active_users BIGINT, retention DOUBLE""",
+    "daily_friction": """day DATE NOT NULL, payee_type VARCHAR, decision VARCHAR,
+        transfers BIGINT, value_paise BIGINT""",
+    "friction_retention": """week DATE NOT NULL, held BOOLEAN NOT NULL, payers BIGINT,
+        retained BIGINT, retention DOUBLE""",
+}
+# The column that places a row in a partition, as a day: weekly marts belong to the Sunday
+# partition that completes them.
+PARTITION_DAY = {name: "day" for name in DDL}
+PARTITION_DAY |= {
+    "activation_funnel": "cohort_day",
+    "weekly_retention": "week + 6",
+    "friction_retention": "week + 13",
+}
+
+
+@dataclass(frozen=True)
+class DayRange:
+    """An inclusive range of IST days, and the UTC instants that bound it."""
+
+    first: dt.date
+    last: dt.date
+
+    def __post_init__(self) -> None:
+        if self.last < self.first:
+            raise ValueError(f"day range ends ({self.last}) before it starts ({self.first})")
+
+    @property
+    def start(self) -> dt.datetime:
+        return dt.datetime.combine(self.first, dt.time(), IST).astimezone(dt.UTC)
+
+    @property
+    def end(self) -> dt.datetime:
+        """The instant after the last day (exclusive)."""
+        return dt.datetime.combine(self.last + dt.timedelta(days=1), dt.time(), IST).astimezone(
+            dt.UTC
+        )
+
+    @property
+    def days(self) -> list[dt.date]:
+        return [self.first + dt.timedelta(days=i) for i in range((self.last - self.first).days + 1)]
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    for name, columns in DDL.items():
+        con.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{name} ({columns})")
+
+
+def ledger_days(con: duckdb.DuckDBPyConnection) -> DayRange | None:
+    """The IST days the ledger's transfers cover, or None for an empty ledger."""
+    first, last = con.sql(
+        f"SELECT min({IST_DAY.format(column='created_at')}), "
+        f"max({IST_DAY.format(column='created_at')}) FROM ledger.transfers"
+    ).fetchall()[0]
+    return None if first is None else DayRange(first, last)
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(
+        con.sql(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+            params=[schema, table],
+        ).fetchall()[0][0]
+    )
+
+
+def _within(column: str, start: dt.datetime, end: dt.datetime) -> str:
+    return f"{column} >= TIMESTAMPTZ '{start.isoformat()}' AND {column} < TIMESTAMPTZ '{end.isoformat()}'"
+
+
+def _window_transfers(con: duckdb.DuckDBPyConnection, days: DayRange) -> str:
+    """A subquery: the transfers of the range, with their IST day and the decision that took
+    effect for them."""
+    if _has_table(con, "risk", "transfer_scores"):
+        # The first non-shadow score is the decision the transfer service acted on.
+        decisions = f"""LEFT JOIN (
+            SELECT transfer_id, arg_min(decision, scored_at) AS decision
+            FROM risk.transfer_scores
+            WHERE NOT shadow AND {_within("created_at", days.start, days.end)}
+            GROUP BY transfer_id) d USING (transfer_id)"""
+        decision = "coalesce(d.decision, 'UNSCORED')"
+    else:
+        decisions, decision = "", "'UNSCORED'"
+    return f"""(SELECT t.*, {IST_DAY.format(column="t.created_at")} AS day,
+            {decision} AS decision
+        FROM ledger.transfers t {decisions}
+        WHERE {_within("t.created_at", days.start, days.end)})"""
+
+
+def _payer_milestones(until: dt.datetime) -> str:
+    """A subquery: per payer, the first and fifth successful payment before `until`."""
+    return f"""(SELECT payer_vpa, min(created_at) AS first_at,
+            min(created_at, 5) AS first_five
+        FROM ledger.transfers
+        WHERE status = 'SUCCESS' AND created_at < TIMESTAMPTZ '{until.isoformat()}'
+        GROUP BY payer_vpa)"""
+
+
+def _first_account_events(event_type: str, until: dt.datetime) -> str:
+    return f"""(SELECT vpa, min(event_time) AS happened_at FROM ledger.account_events
+        WHERE event_type = '{event_type}' AND event_time < TIMESTAMPTZ '{until.isoformat()}'
+        GROUP BY vpa)"""
+
+
+def _day_series(days: DayRange, lookback: int = 0) -> str:
+    first = days.first - dt.timedelta(days=lookback)
+    return f"""(SELECT CAST(d AS DATE) AS day FROM generate_series(
+        DATE '{first}', DATE '{days.last}', INTERVAL 1 DAY) g(d))"""
+
+
+def daily_users_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Users registered, bank-linked, activated (first successful payment) and deregistered per day, with running totals."""
+    registered = _first_account_events("REGISTERED", days.end)
+    linked = _first_account_events("BANK_LINKED", days.end)
+    ist = IST_DAY.format(column="happened_at")
+    return f"""
+        WITH firsts AS (
+            SELECT {ist} AS day, 'registered' AS step FROM {registered}
+            UNION ALL SELECT {ist}, 'bank_linked' FROM {linked}
+            UNION ALL SELECT {IST_DAY.format(column="first_at")}, 'activated'
+                FROM {_payer_milestones(days.end)}),
+        per_day AS (
+            SELECT day, count(*) FILTER (step = 'registered') AS registered,
+                count(*) FILTER (step = 'bank_linked') AS bank_linked,
+                count(*) FILTER (step = 'activated') AS activated
+            FROM firsts GROUP BY day),
+        before AS (
+            SELECT coalesce(sum(registered), 0) AS r, coalesce(sum(bank_linked), 0) AS b,
+                coalesce(sum(activated), 0) AS a
+            FROM per_day WHERE day < DATE '{days.first}'),
+        deregistered AS (
+            SELECT {IST_DAY.format(column="event_time")} AS day, count(DISTINCT vpa) AS n
+            FROM ledger.account_events
+            WHERE event_type = 'DEREGISTERED' AND {_within("event_time", days.start, days.end)}
+            GROUP BY ALL)
+        SELECT s.day, coalesce(p.registered, 0), coalesce(p.bank_linked, 0),
+            coalesce(p.activated, 0), coalesce(x.n, 0),
+            (SELECT r FROM before) + sum(coalesce(p.registered, 0)) OVER w,
+            (SELECT b FROM before) + sum(coalesce(p.bank_linked, 0)) OVER w,
+            (SELECT a FROM before) + sum(coalesce(p.activated, 0)) OVER w
+        FROM {_day_series(days)} s LEFT JOIN per_day p USING (day)
+            LEFT JOIN deregistered x USING (day)
+        WINDOW w AS (ORDER BY s.day ROWS UNBOUNDED PRECEDING)"""
+
+
+def activation_funnel_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Per registration day: how many reached bank link, first and fifth payment, and the median hours between steps."""
+    # The funnel follows each cohort to the end of the data: later steps keep arriving.
+    horizon = con.sql("SELECT max(created_at) FROM ledger.transfers").fetchall()[0][0]
+    until = max(days.end, horizon + dt.timedelta(microseconds=1)) if horizon else days.end
+    hours = "date_diff('second', {a}, {b}) / 3600.0"
+    return f"""
+        WITH cohort AS (
+            SELECT vpa, happened_at AS registered_at, {IST_DAY.format(column="happened_at")} AS cohort_day
+            FROM {_first_account_events("REGISTERED", until)}
+            WHERE {_within("happened_at", days.start, days.end)}),
+        steps AS (
+            SELECT c.cohort_day, c.registered_at, l.happened_at AS linked_at, m.first_at,
+                CASE WHEN len(m.first_five) = 5 THEN m.first_five[5] END AS fifth_at
+            FROM cohort c
+            LEFT JOIN {_first_account_events("BANK_LINKED", until)} l USING (vpa)
+            LEFT JOIN {_payer_milestones(until)} m ON m.payer_vpa = c.vpa)
+        SELECT cohort_day, count(*), count(linked_at), count(first_at), count(fifth_at),
+            median({hours.format(a="registered_at", b="linked_at")}),
+            median({hours.format(a="linked_at", b="first_at")}),
+            median({hours.format(a="first_at", b="fifth_at")}),
+            {IST_DAY.format(column=f"TIMESTAMPTZ '{(horizon or days.end).isoformat()}'")}
+        FROM steps GROUP BY cohort_day"""
+
+
+def payer_days_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """One row per payer (keyed token) and day: transfers, successful payments, value, transfers held."""
+    return f"""
+        WITH per_payer AS (
+            SELECT day, payer_vpa, count(*) AS transfers,
+                count(*) FILTER (status = 'SUCCESS') AS successful,
+                coalesce(sum(amount_paise) FILTER (status = 'SUCCESS'), 0) AS value_paise,
+                count(*) FILTER (decision IN ('HOLD', 'BLOCK')) AS held
+            FROM {_window_transfers(con, days)} GROUP BY day, payer_vpa)
+        SELECT p.day, {token_sql("p.payer_vpa", token_key)}, p.transfers, p.successful,
+            p.value_paise, p.held, {IST_DAY.format(column="m.first_at")}
+        FROM per_payer p LEFT JOIN {_payer_milestones(days.end)} m USING (payer_vpa)"""
+
+
+def daily_active_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Daily, weekly and monthly active payers (trailing 1, 7, 30 days) and stickiness."""
+    # Each active day covers itself and the days after it up to the payer's next active day
+    # (at most the window): the covers of one payer never overlap, so the active payers of a
+    # window ending D are the covers open on D, counted with one running sum.
+    return f"""
+        WITH active AS (
+            SELECT day, payer_token,
+                lead(day) OVER (PARTITION BY payer_token ORDER BY day) AS next_day
+            FROM {SCHEMA}.payer_days
+            WHERE successful > 0 AND day BETWEEN DATE '{days.first}' - 29 AND DATE '{days.last}'),
+        deltas AS (
+            SELECT day, 1 AS d, 0 AS w, 0 AS m FROM active
+            UNION ALL SELECT day, 0, 1, 1 FROM active
+            UNION ALL SELECT least(day + 7, coalesce(next_day, day + 7)), 0, -1, 0 FROM active
+            UNION ALL SELECT least(day + 30, coalesce(next_day, day + 30)), 0, 0, -1 FROM active),
+        per_day AS (SELECT day, sum(d) AS d, sum(w) AS w, sum(m) AS m FROM deltas GROUP BY day),
+        running AS (
+            SELECT s.day, coalesce(p.d, 0) AS dau,
+                sum(coalesce(p.w, 0)) OVER o AS wau, sum(coalesce(p.m, 0)) OVER o AS mau
+            FROM {_day_series(days, lookback=29)} s LEFT JOIN per_day p USING (day)
+            WINDOW o AS (ORDER BY s.day ROWS UNBOUNDED PRECEDING))
+        SELECT day, dau, wau, mau, CASE WHEN mau > 0 THEN dau / mau END
+        FROM running WHERE day >= DATE '{days.first}'"""
+
+
+def _values(rows: dict[str, str] | list[tuple], columns: str) -> str:
+    items = rows.items() if isinstance(rows, dict) else rows
+    body = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in items)
+    return f"(SELECT * FROM (VALUES {body}) v({columns}))"
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(value)
+
+
+def daily_volume_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Transfers and value by day, P2P / P2M, channel, payer state, merchant category and status."""
+    return f"""
+        SELECT t.day, t.payee_type, t.channel, t.payer_state, t.mcc,
+            coalesce(m.category, 'MCC ' || t.mcc), t.status, count(*), sum(t.amount_paise)
+        FROM {_window_transfers(con, days)} t
+        LEFT JOIN {_values(MCC_CATEGORIES, "mcc, category")} m USING (mcc)
+        GROUP BY ALL"""
+
+
+def _bucket_case(column: str) -> tuple[str, str]:
+    """CASE expressions giving a paise amount's ticket-size band and its order."""
+    label = order = "CASE"
+    for i, (name, lower) in reversed(list(enumerate(TICKET_BUCKETS))):
+        label += f" WHEN {column} >= {lower} THEN {_literal(name)}"
+        order += f" WHEN {column} >= {lower} THEN {i}"
+    return label + " END", order + " END"
+
+
+def ticket_sizes_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Successful transfers and value by amount band, per day and payee type."""
+    label, order = _bucket_case("amount_paise")
+    return f"""
+        SELECT day, payee_type, {label}, {order}, count(*), sum(amount_paise)
+        FROM {_window_transfers(con, days)} WHERE status = 'SUCCESS' GROUP BY ALL"""
+
+
+def ticket_quantiles_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Ticket-size distribution of successful transfers per day and payee type (mean, p10 to p99)."""
+    qs = ", ".join(str(q) for q in QUANTILES)
+    picks = ", ".join(f"q[{i + 1}]" for i in range(len(QUANTILES)))
+    return f"""
+        SELECT day, payee_type, n, mean, {picks} FROM (
+            SELECT day, payee_type, count(*) AS n, avg(amount_paise) AS mean,
+                quantile_disc(amount_paise, [{qs}]) AS q
+            FROM {_window_transfers(con, days)} WHERE status = 'SUCCESS' GROUP BY ALL)"""
+
+
+def daily_outcomes_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Transfers by status and NPCI response code, per day, payee type and channel."""
+    return f"""
+        SELECT t.day, t.payee_type, t.channel, t.status, t.response_code,
+            CASE WHEN t.response_code IS NULL THEN 'no response yet'
+                ELSE coalesce(r.description, 'other code') END,
+            count(*), sum(t.amount_paise)
+        FROM {_window_transfers(con, days)} t
+        LEFT JOIN {_values(c.NPCI_RESPONSE_CODES, "response_code, description")} r
+            USING (response_code)
+        GROUP BY ALL"""
+
+
+def weekly_retention_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Weekly retention cohorts: of the payers whose first payment fell in a week, how many paid in each later week."""
+    return f"""
+        WITH weeks AS (
+            SELECT day - 6 AS week FROM {_day_series(days)} WHERE isodow(day) = 7),
+        cohorts AS (
+            SELECT date_trunc('week', first_payment_day)::DATE AS cohort_week,
+                count(*) AS cohort_users
+            FROM {SCHEMA}.payer_days
+            WHERE day = first_payment_day AND day <= DATE '{days.last}'
+            GROUP BY ALL),
+        active AS (
+            SELECT DISTINCT w.week, p.payer_token,
+                date_trunc('week', p.first_payment_day)::DATE AS cohort_week
+            FROM weeks w JOIN {SCHEMA}.payer_days p
+                ON p.day BETWEEN w.week AND w.week + 6 AND p.successful > 0),
+        counted AS (SELECT week, cohort_week, count(*) AS active_users FROM active GROUP BY ALL)
+        SELECT c.cohort_week, w.week, CAST(date_diff('week', c.cohort_week, w.week) AS INTEGER),
+            c.cohort_users, coalesce(n.active_users, 0),
+            coalesce(n.active_users, 0) / c.cohort_users
+        FROM weeks w JOIN cohorts c ON c.cohort_week <= w.week
+        LEFT JOIN counted n ON n.week = w.week AND n.cohort_week = c.cohort_week"""
+
+
+def daily_friction_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Transfers and value allowed, held, blocked or unscored per day and payee type."""
+    return f"""
+        SELECT day, payee_type, decision, count(*), sum(amount_paise)
+        FROM {_window_transfers(con, days)} GROUP BY ALL"""
+
+
+def friction_retention_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Retention the week after of payers who were held or blocked in a week, against those who were not."""
+    # The population is everyone who tried to pay in the week (a held payer may have no
+    # successful payment); retained means an actual successful payment the week after.
+    return f"""
+        WITH weeks AS (
+            SELECT day - 13 AS week FROM {_day_series(days)} WHERE isodow(day) = 7),
+        tried AS (
+            SELECT w.week, p.payer_token, sum(p.held) > 0 AS held
+            FROM weeks w JOIN {SCHEMA}.payer_days p
+                ON p.day BETWEEN w.week AND w.week + 6 AND p.transfers > 0
+            GROUP BY ALL),
+        next_week AS (
+            SELECT DISTINCT w.week, p.payer_token
+            FROM weeks w JOIN {SCHEMA}.payer_days p
+                ON p.day BETWEEN w.week + 7 AND w.week + 13 AND p.successful > 0)
+        SELECT t.week, t.held, count(*), count(n.payer_token), count(n.payer_token) / count(*)
+        FROM tried t LEFT JOIN next_week n USING (week, payer_token)
+        GROUP BY ALL"""
+
+
+MartBuilder = Callable[[duckdb.DuckDBPyConnection, DayRange, bytes], str]
+# In build order: a mart reads only the ledger, the risk scores and the marts before it.
+MARTS: dict[str, MartBuilder] = {
+    "daily_users": daily_users_sql,
+    "activation_funnel": activation_funnel_sql,
+    "payer_days": payer_days_sql,
+    "daily_active": daily_active_sql,
+    "daily_volume": daily_volume_sql,
+    "ticket_sizes": ticket_sizes_sql,
+    "ticket_quantiles": ticket_quantiles_sql,
+    "daily_outcomes": daily_outcomes_sql,
+    "weekly_retention": weekly_retention_sql,
+    "daily_friction": daily_friction_sql,
+    "friction_retention": friction_retention_sql,
+}
+
+
+def build_mart(
+    con: duckdb.DuckDBPyConnection, name: str, days: DayRange, *, token_key: bytes
+) -> int:
+    """Replace the rows of `days` in mart `name`, in one transaction; return rows written."""
+    if name not in MARTS:
+        raise KeyError(f"unknown adoption mart {name!r}; known: {', '.join(MARTS)}")
+    ensure_schema(con)
+    query = MARTS[name](con, days, token_key)
+    table = f"{SCHEMA}.{name}"
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"DELETE FROM {table} WHERE {PARTITION_DAY[name]} BETWEEN ? AND ?",
+            [days.first, days.last],
+        )
+        written = con.sql(f"INSERT INTO {table} {query}").fetchall()[0][0]
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(written)
+
+
+def build_marts(
+    con: duckdb.DuckDBPyConnection,
+    first_day: dt.date,
+    last_day: dt.date,
+    *,
+    token_key: bytes,
+    names: list[str] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Build the marts (all, or `names`, in dependency order) for an inclusive range of IST days."""
+    days = DayRange(first_day, last_day)
+    report: dict[str, dict[str, float]] = {}
+    for name in MARTS:
+        if names is not None and name not in names:
+            continue
+        started = time.perf_counter()
+        rows = build_mart(con, name, days, token_key=token_key)
+        report[name] = {"rows": rows, "seconds": round(time.perf_counter() - started, 3)}
+    return report
