@@ -44,20 +44,34 @@ def vpa_token(vpa: str, key: bytes) -> str:
     return TOKEN_PREFIX + digest[:TOKEN_HEX_CHARS]
 
 
-def token_sql(expression: str, key: bytes) -> str:
-    """A DuckDB expression computing `vpa_token` of a VARCHAR expression, vectorized.
-
-    HMAC written out with DuckDB's own SHA-256: H((K ^ opad) || H((K ^ ipad) || message)).
-    """
+def _hmac_hex_sql(expression: str, key: bytes) -> str:
+    """DuckDB SQL for the token's hex digits: HMAC-SHA256 written out with DuckDB's own
+    SHA-256, H((K ^ opad) || H((K ^ ipad) || message)), vectorized."""
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     padded = key.ljust(_BLOCK, b"\0")
     inner = bytes(b ^ 0x36 for b in padded).hex()
     outer = bytes(b ^ 0x5C for b in padded).hex()
     return (
-        f"('{TOKEN_PREFIX}' || left(sha256(unhex('{outer}') || "
-        f"unhex(sha256(unhex('{inner}') || encode({expression})))), {TOKEN_HEX_CHARS}))"
+        f"left(sha256(unhex('{outer}') || "
+        f"unhex(sha256(unhex('{inner}') || encode({expression})))), {TOKEN_HEX_CHARS})"
     )
+
+
+def token_sql(expression: str, key: bytes) -> str:
+    """A DuckDB expression computing `vpa_token` of a VARCHAR expression."""
+    return f"('{TOKEN_PREFIX}' || {_hmac_hex_sql(expression, key)})"
+
+
+def token_key_sql(expression: str, key: bytes) -> str:
+    """The same token as a 64-bit integer (UBIGINT): what the marts store and join on;
+    `token_from_key_sql` turns it back into the `u_...` string."""
+    return f"('0x' || {_hmac_hex_sql(expression, key)})::UBIGINT"
+
+
+def token_from_key_sql(column: str) -> str:
+    """The `u_` + 16 hex digits token of an integer token key."""
+    return f"printf('{TOKEN_PREFIX}%0{TOKEN_HEX_CHARS}x', {column})"
 
 
 def register_token_macro(con: duckdb.DuckDBPyConnection, key: bytes) -> None:

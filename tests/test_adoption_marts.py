@@ -22,6 +22,7 @@ from pipelines.ledger import contract as c
 from pipelines.ledger.current import refresh_accounts, refresh_transfers
 from pipelines.ledger.ingest import ingest_landing
 from pipelines.privacy import register_token_macro, token_sql, vpa_token
+from pipelines.risk.loop import ensure_score_tables, record_decisions
 from pipelines.warehouse import warehouse
 from tests.factories import account_event, land_parquet, transfer
 
@@ -92,12 +93,8 @@ def _load(con: duckdb.DuckDBPyConnection, tmp_path) -> None:
     ingest_landing(con, landing)
     refresh_transfers(con)
     refresh_accounts(con)
-    con.execute(
-        """CREATE SCHEMA risk; CREATE TABLE risk.transfer_scores (
-            transfer_id VARCHAR, created_at TIMESTAMPTZ, model_version VARCHAR,
-            policy_version VARCHAR, shadow BOOLEAN, risk_score DOUBLE, decision VARCHAR,
-            reason_codes VARCHAR[], scored_at TIMESTAMPTZ)"""
-    )
+    con.execute("CREATE SCHEMA IF NOT EXISTS risk")
+    ensure_score_tables(con)
     created = {r["transfer_id"]: r["created_at"] for r in TRANSFERS}
     for i, decision, shadow, scored_at in SCORES:
         tid = f"TX{i:08d}"
@@ -105,6 +102,7 @@ def _load(con: duckdb.DuckDBPyConnection, tmp_path) -> None:
             "INSERT INTO risk.transfer_scores VALUES (?, ?, 'm1', 'p1', ?, 0.5, ?, [], ?)",
             [tid, created[tid], shadow, decision, scored_at],
         )
+    record_decisions(con)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def test_asset_graph_snapshot(definitions):
         "transfer_scores": ["transfer_features"],
         "decision_outbox": ["transfer_scores"],
         "decision_delivery": ["decision_outbox"],
-        "daily_users": ["accounts", "transfers"],
+        "daily_users": ["accounts", "payer_days"],
         "activation_funnel": ["accounts", "transfers"],
         "payer_days": ["transfer_scores", "transfers"],
         "daily_active": ["payer_days"],
@@ -92,6 +92,8 @@ def test_asset_graph_snapshot(definitions):
         "risk_daily_retraining",
     ]
     assert sorted(s.name for s in definitions.sensors) == [
+        "adoption_on_ledger_change",
+        "dashboards_after_marts",
         "ledger_arrivals",
         "score_new_transfers_sensor",
     ]

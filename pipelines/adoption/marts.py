@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import duckdb
 
+from pipelines.india_time import IST, IST_DAY_SQL
 from pipelines.ledger import contract as c
-from pipelines.privacy import token_sql
+from pipelines.privacy import token_from_key_sql, token_key_sql
+from pipelines.warehouse import DECISIONS_TABLE, table_exists
 
 SCHEMA = "adoption"
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
-# India has kept UTC+05:30 all year since 1945, so a fixed offset is the IST calendar.
-IST_DAY = "CAST({column} + INTERVAL 330 MINUTE AS DATE)"
+IST_DAY = IST_DAY_SQL
 
 MCC_CATEGORIES = {
     c.PERSON_MCC: "Person",
@@ -67,8 +67,9 @@ DDL = {
         first_payment BIGINT, fifth_payment BIGINT, median_hours_to_link DOUBLE,
         median_hours_link_to_first DOUBLE, median_hours_first_to_fifth DOUBLE,
         observed_through DATE""",
-    "payer_days": """day DATE NOT NULL, payer_token VARCHAR NOT NULL, transfers BIGINT,
-        successful BIGINT, value_paise BIGINT, held BIGINT, first_payment_day DATE""",
+    "payer_days": f"""day DATE NOT NULL, payer_key UBIGINT NOT NULL, transfers BIGINT,
+        successful BIGINT, value_paise BIGINT, held BIGINT, first_payment_day DATE,
+        payer_token VARCHAR GENERATED ALWAYS AS ({token_from_key_sql("payer_key")}) VIRTUAL""",
     "daily_active": "day DATE NOT NULL, dau BIGINT, wau BIGINT, mau BIGINT, dau_mau DOUBLE",
     "daily_volume": """day DATE NOT NULL, payee_type VARCHAR, channel VARCHAR,
         payer_state VARCHAR, mcc VARCHAR, category VARCHAR, status VARCHAR, transfers BIGINT,
@@ -140,44 +141,37 @@ def ledger_days(con: duckdb.DuckDBPyConnection) -> DayRange | None:
     return None if first is None else DayRange(first, last)
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(
-        con.sql(
-            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-            params=[schema, table],
-        ).fetchall()[0][0]
-    )
-
-
 def _within(column: str, start: dt.datetime, end: dt.datetime) -> str:
     return f"{column} >= TIMESTAMPTZ '{start.isoformat()}' AND {column} < TIMESTAMPTZ '{end.isoformat()}'"
 
 
-def _window_transfers(con: duckdb.DuckDBPyConnection, days: DayRange) -> str:
-    """A subquery: the transfers of the range, with their IST day and the decision that took
-    effect for them."""
-    if _has_table(con, "risk", "transfer_scores"):
-        # The first non-shadow score is the decision the transfer service acted on.
-        decisions = f"""LEFT JOIN (
-            SELECT transfer_id, arg_min(decision, scored_at) AS decision
-            FROM risk.transfer_scores
-            WHERE NOT shadow AND {_within("created_at", days.start, days.end)}
-            GROUP BY transfer_id) d USING (transfer_id)"""
-        decision = "coalesce(d.decision, 'UNSCORED')"
-    else:
-        decisions, decision = "", "'UNSCORED'"
-    return f"""(SELECT t.*, {IST_DAY.format(column="t.created_at")} AS day,
-            {decision} AS decision
-        FROM ledger.transfers t {decisions}
-        WHERE {_within("t.created_at", days.start, days.end)})"""
+def _window_transfers(days: DayRange) -> str:
+    """A subquery: the transfers of the range, with their IST day."""
+    return f"""(SELECT t.*, {IST_DAY.format(column="t.created_at")} AS day
+        FROM ledger.transfers t WHERE {_within("t.created_at", days.start, days.end)})"""
 
 
-def _payer_milestones(until: dt.datetime) -> str:
-    """A subquery: per payer, the first and fifth successful payment before `until`."""
-    return f"""(SELECT payer_vpa, min(created_at) AS first_at,
-            min(created_at, 5) AS first_five
+def _window_decisions(con: duckdb.DuckDBPyConnection, days: DayRange) -> str:
+    """A subquery: the decisions of record of the range's transfers, with their IST day
+    (empty before the risk loop has scored anything)."""
+    if not table_exists(con, DECISIONS_TABLE):
+        return """(SELECT NULL::DATE AS day, NULL::VARCHAR AS payer_vpa,
+            NULL::VARCHAR AS payee_type, NULL::BIGINT AS amount_paise,
+            NULL::VARCHAR AS decision WHERE false)"""
+    return f"""(SELECT {IST_DAY.format(column="created_at")} AS day, payer_vpa, payee_type,
+            amount_paise, decision
+        FROM {DECISIONS_TABLE} WHERE {_within("created_at", days.start, days.end)})"""
+
+
+def _first_payments(until: dt.datetime, *, fifth: bool = False, cohort: str | None = None) -> str:
+    """A subquery: per payer (of `cohort`, a query of VPAs, if given), the first and if asked
+    the fifth successful payment before `until`."""
+    # The fifth needs a top-5 list per payer: several times the cost of a plain min.
+    five = ", min(created_at, 5) AS first_five" if fifth else ""
+    among = f"AND payer_vpa IN ({cohort})" if cohort else ""
+    return f"""(SELECT payer_vpa, min(created_at) AS first_at{five}
         FROM ledger.transfers
-        WHERE status = 'SUCCESS' AND created_at < TIMESTAMPTZ '{until.isoformat()}'
+        WHERE status = 'SUCCESS' AND created_at < TIMESTAMPTZ '{until.isoformat()}' {among}
         GROUP BY payer_vpa)"""
 
 
@@ -195,36 +189,41 @@ def _day_series(days: DayRange, lookback: int = 0) -> str:
 
 def daily_users_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
     """Users registered, bank-linked, activated (first successful payment) and deregistered per day, with running totals."""
+    # Activations come from payer_days (each payer's first-payment row), built just before:
+    # one pass over the ledger for both marts instead of two.
     registered = _first_account_events("REGISTERED", days.end)
     linked = _first_account_events("BANK_LINKED", days.end)
     ist = IST_DAY.format(column="happened_at")
     return f"""
         WITH firsts AS (
             SELECT {ist} AS day, 'registered' AS step FROM {registered}
-            UNION ALL SELECT {ist}, 'bank_linked' FROM {linked}
-            UNION ALL SELECT {IST_DAY.format(column="first_at")}, 'activated'
-                FROM {_payer_milestones(days.end)}),
+            UNION ALL SELECT {ist}, 'bank_linked' FROM {linked}),
         per_day AS (
             SELECT day, count(*) FILTER (step = 'registered') AS registered,
-                count(*) FILTER (step = 'bank_linked') AS bank_linked,
-                count(*) FILTER (step = 'activated') AS activated
+                count(*) FILTER (step = 'bank_linked') AS bank_linked
             FROM firsts GROUP BY day),
+        activations AS (
+            SELECT day, count(*) AS activated FROM {SCHEMA}.payer_days
+            WHERE day = first_payment_day AND day <= DATE '{days.last}' GROUP BY day),
         before AS (
-            SELECT coalesce(sum(registered), 0) AS r, coalesce(sum(bank_linked), 0) AS b,
-                coalesce(sum(activated), 0) AS a
-            FROM per_day WHERE day < DATE '{days.first}'),
+            SELECT (SELECT coalesce(sum(registered), 0) FROM per_day
+                    WHERE day < DATE '{days.first}') AS r,
+                (SELECT coalesce(sum(bank_linked), 0) FROM per_day
+                    WHERE day < DATE '{days.first}') AS b,
+                (SELECT coalesce(sum(activated), 0) FROM activations
+                    WHERE day < DATE '{days.first}') AS a),
         deregistered AS (
             SELECT {IST_DAY.format(column="event_time")} AS day, count(DISTINCT vpa) AS n
             FROM ledger.account_events
             WHERE event_type = 'DEREGISTERED' AND {_within("event_time", days.start, days.end)}
             GROUP BY ALL)
         SELECT s.day, coalesce(p.registered, 0), coalesce(p.bank_linked, 0),
-            coalesce(p.activated, 0), coalesce(x.n, 0),
+            coalesce(a.activated, 0), coalesce(x.n, 0),
             (SELECT r FROM before) + sum(coalesce(p.registered, 0)) OVER w,
             (SELECT b FROM before) + sum(coalesce(p.bank_linked, 0)) OVER w,
-            (SELECT a FROM before) + sum(coalesce(p.activated, 0)) OVER w
+            (SELECT a FROM before) + sum(coalesce(a.activated, 0)) OVER w
         FROM {_day_series(days)} s LEFT JOIN per_day p USING (day)
-            LEFT JOIN deregistered x USING (day)
+            LEFT JOIN activations a USING (day) LEFT JOIN deregistered x USING (day)
         WINDOW w AS (ORDER BY s.day ROWS UNBOUNDED PRECEDING)"""
 
 
@@ -234,6 +233,9 @@ def activation_funnel_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_
     horizon = con.sql("SELECT max(created_at) FROM ledger.transfers").fetchall()[0][0]
     until = max(days.end, horizon + dt.timedelta(microseconds=1)) if horizon else days.end
     hours = "date_diff('second', {a}, {b}) / 3600.0"
+    # A day or a week of cohorts (the schedule, the sensor) is a small share of all payers:
+    # looking only at them beats a pass over everyone; a backfill of months is the reverse.
+    among = "SELECT vpa FROM cohort" if len(days.days) <= 7 else None
     return f"""
         WITH cohort AS (
             SELECT vpa, happened_at AS registered_at, {IST_DAY.format(column="happened_at")} AS cohort_day
@@ -244,7 +246,8 @@ def activation_funnel_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_
                 CASE WHEN len(m.first_five) = 5 THEN m.first_five[5] END AS fifth_at
             FROM cohort c
             LEFT JOIN {_first_account_events("BANK_LINKED", until)} l USING (vpa)
-            LEFT JOIN {_payer_milestones(until)} m ON m.payer_vpa = c.vpa)
+            LEFT JOIN {_first_payments(until, fifth=True, cohort=among)} m
+                ON m.payer_vpa = c.vpa)
         SELECT cohort_day, count(*), count(linked_at), count(first_at), count(fifth_at),
             median({hours.format(a="registered_at", b="linked_at")}),
             median({hours.format(a="linked_at", b="first_at")}),
@@ -253,18 +256,45 @@ def activation_funnel_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_
         FROM steps GROUP BY cohort_day"""
 
 
+_PAYERS = "_adoption_payers"
+
+
+def payer_days_setup(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """A temporary table of the range's payers: their token key and first payment."""
+    return f"""CREATE OR REPLACE TEMP TABLE {_PAYERS} AS
+        SELECT hash(payer_vpa) AS h, payer_vpa, {token_key_sql("payer_vpa", token_key)} AS payer_key,
+            {IST_DAY.format(column="first_at")} AS first_payment_day
+        FROM (
+            SELECT payer_vpa, min(created_at) FILTER (status = 'SUCCESS') AS first_at
+            FROM ledger.transfers WHERE created_at < TIMESTAMPTZ '{days.end.isoformat()}'
+            GROUP BY payer_vpa HAVING max(created_at) >= TIMESTAMPTZ '{days.start.isoformat()}');
+        CREATE OR REPLACE TEMP TABLE {_PAYERS}_exact AS
+        SELECT count(*) = count(DISTINCT h) AS exact FROM {_PAYERS}"""
+
+
 def payer_days_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
-    """One row per payer (keyed token) and day: transfers, successful payments, value, transfers held."""
+    """One row per payer and day: transfers, successful payments, value, transfers held; the payer as a keyed token (`payer_key`, shown as `payer_token`)."""
+    # Grouping on a 64-bit hash of the VPA is several times faster than on the string; it is
+    # exact unless two of the range's VPAs share a hash, which build_mart checks first.
+    key = "hash(payer_vpa)" if _distinct_hashes(con) else "payer_vpa"
+    join = "h" if key.startswith("hash") else "payer_vpa"
     return f"""
         WITH per_payer AS (
-            SELECT day, payer_vpa, count(*) AS transfers,
+            SELECT day, {key} AS k, count(*) AS transfers,
                 count(*) FILTER (status = 'SUCCESS') AS successful,
-                coalesce(sum(amount_paise) FILTER (status = 'SUCCESS'), 0) AS value_paise,
-                count(*) FILTER (decision IN ('HOLD', 'BLOCK')) AS held
-            FROM {_window_transfers(con, days)} GROUP BY day, payer_vpa)
-        SELECT p.day, {token_sql("p.payer_vpa", token_key)}, p.transfers, p.successful,
-            p.value_paise, p.held, {IST_DAY.format(column="m.first_at")}
-        FROM per_payer p LEFT JOIN {_payer_milestones(days.end)} m USING (payer_vpa)"""
+                coalesce(sum(amount_paise) FILTER (status = 'SUCCESS'), 0) AS value_paise
+            FROM {_window_transfers(days)} GROUP BY day, k),
+        held AS (
+            SELECT day, {key} AS k, count(*) AS held FROM {_window_decisions(con, days)}
+            WHERE decision IN ('HOLD', 'BLOCK') GROUP BY ALL)
+        SELECT p.day, u.payer_key, p.transfers, p.successful, p.value_paise,
+            coalesce(h.held, 0), u.first_payment_day
+        FROM per_payer p JOIN {_PAYERS} u ON u.{join} = p.k
+            LEFT JOIN held h ON h.day = p.day AND h.k = p.k"""
+
+
+def _distinct_hashes(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.sql(f"SELECT exact FROM {_PAYERS}_exact").fetchall()[0][0]
 
 
 def daily_active_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
@@ -274,8 +304,8 @@ def daily_active_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: 
     # window ending D are the covers open on D, counted with one running sum.
     return f"""
         WITH active AS (
-            SELECT day, payer_token,
-                lead(day) OVER (PARTITION BY payer_token ORDER BY day) AS next_day
+            SELECT day, payer_key,
+                lead(day) OVER (PARTITION BY payer_key ORDER BY day) AS next_day
             FROM {SCHEMA}.payer_days
             WHERE successful > 0 AND day BETWEEN DATE '{days.first}' - 29 AND DATE '{days.last}'),
         deltas AS (
@@ -310,7 +340,7 @@ def daily_volume_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: 
     return f"""
         SELECT t.day, t.payee_type, t.channel, t.payer_state, t.mcc,
             coalesce(m.category, 'MCC ' || t.mcc), t.status, count(*), sum(t.amount_paise)
-        FROM {_window_transfers(con, days)} t
+        FROM {_window_transfers(days)} t
         LEFT JOIN {_values(MCC_CATEGORIES, "mcc, category")} m USING (mcc)
         GROUP BY ALL"""
 
@@ -329,7 +359,7 @@ def ticket_sizes_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: 
     label, order = _bucket_case("amount_paise")
     return f"""
         SELECT day, payee_type, {label}, {order}, count(*), sum(amount_paise)
-        FROM {_window_transfers(con, days)} WHERE status = 'SUCCESS' GROUP BY ALL"""
+        FROM {_window_transfers(days)} WHERE status = 'SUCCESS' GROUP BY ALL"""
 
 
 def ticket_quantiles_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
@@ -340,7 +370,7 @@ def ticket_quantiles_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_k
         SELECT day, payee_type, n, mean, {picks} FROM (
             SELECT day, payee_type, count(*) AS n, avg(amount_paise) AS mean,
                 quantile_disc(amount_paise, [{qs}]) AS q
-            FROM {_window_transfers(con, days)} WHERE status = 'SUCCESS' GROUP BY ALL)"""
+            FROM {_window_transfers(days)} WHERE status = 'SUCCESS' GROUP BY ALL)"""
 
 
 def daily_outcomes_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
@@ -350,7 +380,7 @@ def daily_outcomes_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key
             CASE WHEN t.response_code IS NULL THEN 'no response yet'
                 ELSE coalesce(r.description, 'other code') END,
             count(*), sum(t.amount_paise)
-        FROM {_window_transfers(con, days)} t
+        FROM {_window_transfers(days)} t
         LEFT JOIN {_values(c.NPCI_RESPONSE_CODES, "response_code, description")} r
             USING (response_code)
         GROUP BY ALL"""
@@ -368,10 +398,11 @@ def weekly_retention_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_k
             WHERE day = first_payment_day AND day <= DATE '{days.last}'
             GROUP BY ALL),
         active AS (
-            SELECT DISTINCT w.week, p.payer_token,
+            SELECT DISTINCT date_trunc('week', p.day)::DATE AS week, p.payer_key,
                 date_trunc('week', p.first_payment_day)::DATE AS cohort_week
-            FROM weeks w JOIN {SCHEMA}.payer_days p
-                ON p.day BETWEEN w.week AND w.week + 6 AND p.successful > 0),
+            FROM {SCHEMA}.payer_days p
+            WHERE p.successful > 0 AND p.day BETWEEN DATE '{days.first}' - 6 AND DATE '{days.last}'
+                AND date_trunc('week', p.day)::DATE IN (SELECT week FROM weeks)),
         counted AS (SELECT week, cohort_week, count(*) AS active_users FROM active GROUP BY ALL)
         SELECT c.cohort_week, w.week, CAST(date_diff('week', c.cohort_week, w.week) AS INTEGER),
             c.cohort_users, coalesce(n.active_users, 0),
@@ -382,9 +413,21 @@ def weekly_retention_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_k
 
 def daily_friction_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
     """Transfers and value allowed, held, blocked or unscored per day and payee type."""
+    # Unscored = all transfers less the decided ones: two scans, no join of the ledger with
+    # the decisions (30M x 30M rows at a month of national traffic).
     return f"""
-        SELECT day, payee_type, decision, count(*), sum(amount_paise)
-        FROM {_window_transfers(con, days)} GROUP BY ALL"""
+        WITH decided AS (
+            SELECT day, payee_type, decision, count(*) AS n, sum(amount_paise) AS v
+            FROM {_window_decisions(con, days)} GROUP BY ALL),
+        everything AS (
+            SELECT day, payee_type, count(*) AS n, sum(amount_paise) AS v
+            FROM {_window_transfers(days)} GROUP BY ALL),
+        unscored AS (
+            SELECT e.day, e.payee_type, 'UNSCORED' AS decision,
+                e.n - coalesce(sum(d.n), 0) AS n, e.v - coalesce(sum(d.v), 0) AS v
+            FROM everything e LEFT JOIN decided d USING (day, payee_type)
+            GROUP BY e.day, e.payee_type, e.n, e.v)
+        SELECT * FROM decided UNION ALL SELECT * FROM unscored WHERE n > 0"""
 
 
 def friction_retention_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
@@ -395,33 +438,50 @@ def friction_retention_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token
         WITH weeks AS (
             SELECT day - 13 AS week FROM {_day_series(days)} WHERE isodow(day) = 7),
         tried AS (
-            SELECT w.week, p.payer_token, sum(p.held) > 0 AS held
-            FROM weeks w JOIN {SCHEMA}.payer_days p
-                ON p.day BETWEEN w.week AND w.week + 6 AND p.transfers > 0
+            SELECT date_trunc('week', day)::DATE AS week, payer_key, sum(held) > 0 AS held
+            FROM {SCHEMA}.payer_days
+            WHERE transfers > 0 AND day BETWEEN DATE '{days.first}' - 13 AND DATE '{days.last}' - 7
+                AND date_trunc('week', day)::DATE IN (SELECT week FROM weeks)
             GROUP BY ALL),
         next_week AS (
-            SELECT DISTINCT w.week, p.payer_token
-            FROM weeks w JOIN {SCHEMA}.payer_days p
-                ON p.day BETWEEN w.week + 7 AND w.week + 13 AND p.successful > 0)
-        SELECT t.week, t.held, count(*), count(n.payer_token), count(n.payer_token) / count(*)
-        FROM tried t LEFT JOIN next_week n USING (week, payer_token)
+            SELECT DISTINCT date_trunc('week', day)::DATE - 7 AS week, payer_key
+            FROM {SCHEMA}.payer_days
+            WHERE successful > 0 AND day BETWEEN DATE '{days.first}' - 6 AND DATE '{days.last}'
+                AND date_trunc('week', day)::DATE - 7 IN (SELECT week FROM weeks))
+        SELECT t.week, t.held, count(*), count(n.payer_key), count(n.payer_key) / count(*)
+        FROM tried t LEFT JOIN next_week n USING (week, payer_key)
         GROUP BY ALL"""
 
 
-MartBuilder = Callable[[duckdb.DuckDBPyConnection, DayRange, bytes], str]
-# In build order: a mart reads only the ledger, the risk scores and the marts before it.
-MARTS: dict[str, MartBuilder] = {
-    "daily_users": daily_users_sql,
-    "activation_funnel": activation_funnel_sql,
-    "payer_days": payer_days_sql,
-    "daily_active": daily_active_sql,
-    "daily_volume": daily_volume_sql,
-    "ticket_sizes": ticket_sizes_sql,
-    "ticket_quantiles": ticket_quantiles_sql,
-    "daily_outcomes": daily_outcomes_sql,
-    "weekly_retention": weekly_retention_sql,
-    "daily_friction": daily_friction_sql,
-    "friction_retention": friction_retention_sql,
+MartQuery = Callable[[duckdb.DuckDBPyConnection, DayRange, bytes], str]
+
+
+@dataclass(frozen=True)
+class Mart:
+    """How a mart is built: its query for a range of days, and optionally statements that
+    prepare temporary tables the query reads."""
+
+    query: MartQuery
+    setup: MartQuery | None = None
+
+    @property
+    def description(self) -> str:
+        return (self.query.__doc__ or "").strip()
+
+
+# In build order: a mart reads only the ledger, the risk decisions and the marts before it.
+MARTS: dict[str, Mart] = {
+    "payer_days": Mart(payer_days_sql, setup=payer_days_setup),
+    "daily_users": Mart(daily_users_sql),
+    "activation_funnel": Mart(activation_funnel_sql),
+    "daily_active": Mart(daily_active_sql),
+    "daily_volume": Mart(daily_volume_sql),
+    "ticket_sizes": Mart(ticket_sizes_sql),
+    "ticket_quantiles": Mart(ticket_quantiles_sql),
+    "daily_outcomes": Mart(daily_outcomes_sql),
+    "weekly_retention": Mart(weekly_retention_sql),
+    "daily_friction": Mart(daily_friction_sql),
+    "friction_retention": Mart(friction_retention_sql),
 }
 
 
@@ -432,7 +492,7 @@ def build_mart(
     if name not in MARTS:
         raise KeyError(f"unknown adoption mart {name!r}; known: {', '.join(MARTS)}")
     ensure_schema(con)
-    query = MARTS[name](con, days, token_key)
+    mart = MARTS[name]
     table = f"{SCHEMA}.{name}"
     con.execute("BEGIN TRANSACTION")
     try:
@@ -440,6 +500,9 @@ def build_mart(
             f"DELETE FROM {table} WHERE {PARTITION_DAY[name]} BETWEEN ? AND ?",
             [days.first, days.last],
         )
+        if mart.setup is not None:
+            con.execute(mart.setup(con, days, token_key))
+        query = mart.query(con, days, token_key)
         written = con.sql(f"INSERT INTO {table} {query}").fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import duckdb
 
 from pipelines.ledger.contract import TRANSFERS
@@ -22,7 +24,7 @@ _LATEST_TRANSFERS = f"""
 """
 
 
-def refresh_transfers(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def refresh_transfers(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Bring `ledger.transfers` up to date with the events loaded since its last refresh."""
     con.execute(
         "CREATE TABLE IF NOT EXISTS ledger.current_state_watermarks "
@@ -41,6 +43,8 @@ def refresh_transfers(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
                 + " ORDER BY created_at"
             )
             changed = scalar(con, "SELECT count(*) FROM ledger.transfers")
+            span = con.sql("SELECT min(created_at), max(created_at) FROM ledger.transfers")
+            changed_span = span.fetchall()[0]
         else:
             # Only transfers that received rows since the last refresh can have changed.
             touched = (
@@ -49,6 +53,9 @@ def refresh_transfers(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             )
             con.execute(f"CREATE TEMP TABLE _touched AS {_LATEST_TRANSFERS.format(where=touched)}")
             changed = scalar(con, "SELECT count(*) FROM _touched")
+            changed_span = con.sql(
+                "SELECT min(created_at), max(created_at) FROM _touched"
+            ).fetchall()[0]
             con.execute(
                 "DELETE FROM ledger.transfers WHERE transfer_id IN (SELECT transfer_id FROM _touched)"
             )
@@ -63,7 +70,13 @@ def refresh_transfers(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         con.execute("ROLLBACK")
         raise
     total = scalar(con, "SELECT count(*) FROM ledger.transfers")
-    return {"transfers": total, "changed": changed}
+    # When the changed transfers were made: the days whose daily aggregates are now stale.
+    return {
+        "transfers": total,
+        "changed": changed,
+        "changed_from": changed_span[0],
+        "changed_until": changed_span[1],
+    }
 
 
 def refresh_accounts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -34,6 +34,7 @@ from pipelines.risk.labels import evaluation_targets
 from pipelines.risk.model import GradientBoostingRiskModel
 from pipelines.risk.policy import Policy, confirmed_mule_vpas, decide, decision_records
 from pipelines.risk.registry import ModelRegistry, PromotionDecision
+from pipelines.warehouse import DECISIONS_TABLE, table_exists
 
 LABEL_COLUMNS = "transfer_id, label, fraud_type, source, reported_at"
 SCORES_TABLE = "risk.transfer_scores"
@@ -191,7 +192,7 @@ def read_allowlist(path: Path) -> set[str]:
     return {entry for entry in entries if entry}
 
 
-def _ensure_scores_table(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_score_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS risk")
     con.execute(
         f"""CREATE TABLE IF NOT EXISTS {SCORES_TABLE} (
@@ -200,6 +201,43 @@ def _ensure_scores_table(con: duckdb.DuckDBPyConnection) -> None:
             shadow BOOLEAN NOT NULL, risk_score DOUBLE NOT NULL, decision VARCHAR NOT NULL,
             reason_codes VARCHAR[], scored_at TIMESTAMPTZ NOT NULL)"""
     )
+    created = not table_exists(con, DECISIONS_TABLE)
+    con.execute(
+        f"""CREATE TABLE IF NOT EXISTS {DECISIONS_TABLE} (
+            transfer_id VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+            payer_vpa VARCHAR NOT NULL, payee_type VARCHAR NOT NULL, amount_paise BIGINT NOT NULL,
+            decision VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
+            decided_at TIMESTAMPTZ NOT NULL)"""
+    )
+    if created:
+        record_decisions(con)
+
+
+def record_decisions(
+    con: duckdb.DuckDBPyConnection, *, scored_since: datetime | None = None
+) -> int:
+    """Add the decision of record of every transfer that has a live score and none recorded;
+    `scored_since` limits the work to the scores of one scoring pass."""
+    since = "" if scored_since is None else "AND scored_at >= ?"
+    # The payer, payee type and amount ride along so that daily aggregates of decisions
+    # (the adoption marts' risk friction) need no join back to the ledger.
+    written = con.sql(
+        f"""INSERT INTO {DECISIONS_TABLE}
+            SELECT d.transfer_id, d.created_at, t.payer_vpa, t.payee_type, t.amount_paise,
+                d.decision, d.model_version, d.decided_at
+            FROM (
+                SELECT transfer_id, arg_min(created_at, scored_at) AS created_at,
+                    arg_min(decision, scored_at) AS decision,
+                    arg_min(model_version, scored_at) AS model_version,
+                    min(scored_at) AS decided_at
+                FROM {SCORES_TABLE}
+                WHERE NOT shadow {since}
+                    AND transfer_id NOT IN (SELECT transfer_id FROM {DECISIONS_TABLE})
+                GROUP BY transfer_id) d
+            JOIN ledger.transfers t USING (transfer_id)""",
+        params=[] if scored_since is None else [scored_since],
+    ).fetchall()[0][0]
+    return int(written)
 
 
 def score_new_transfers(
@@ -215,7 +253,7 @@ def score_new_transfers(
     over history is as point-in-time as scoring on arrival.
     """
     now = now or datetime.now(UTC)
-    _ensure_scores_table(con)
+    ensure_score_tables(con)
     policy = live_policy(registry)
     live = registry.live_version()
     versions = [(live, False)] + [(v, True) for v in registry.challengers()]
@@ -256,6 +294,7 @@ def score_new_transfers(
         finally:
             con.unregister("_scores")
         written[version] = frame.height
+    record_decisions(con, scored_since=now)
     summary = con.sql(
         f"""SELECT decision, count(*) AS transfers FROM {SCORES_TABLE}
             WHERE model_version = ? GROUP BY 1 ORDER BY 1""",

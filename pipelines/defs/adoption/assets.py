@@ -32,7 +32,7 @@ def _lookback(days: int) -> dg.TimeWindowPartitionMapping:
 _PAYER_DAYS = dg.AssetKey("payer_days")
 # What each mart reads, beyond its own partition: rolling windows read earlier days.
 _DEPS: dict[str, list] = {
-    "daily_users": [transfers, accounts],
+    "daily_users": [accounts, _PAYER_DAYS],
     "activation_funnel": [transfers, accounts],
     "payer_days": [transfers, transfer_scores],
     "daily_active": [dg.AssetDep(_PAYER_DAYS, partition_mapping=_lookback(29))],
@@ -53,7 +53,7 @@ def partition_days(context: dg.AssetExecutionContext) -> marts.DayRange:
 
 
 def _mart_asset(name: str) -> dg.AssetsDefinition:
-    builder = marts.MARTS[name]
+    mart = marts.MARTS[name]
 
     @dg.asset(
         name=name,
@@ -65,7 +65,7 @@ def _mart_asset(name: str) -> dg.AssetsDefinition:
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
         deps=_DEPS[name],
-        description=(builder.__doc__ or f"Adoption mart `{marts.SCHEMA}.{name}`.").strip(),
+        description=mart.description or f"Adoption mart `{marts.SCHEMA}.{name}`.",
     )
     def _mart(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, adoption: AdoptionResource

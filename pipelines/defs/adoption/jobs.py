@@ -4,7 +4,8 @@ import datetime as dt
 
 import dagster as dg
 
-from pipelines.defs.adoption.assets import adoption_dashboards, mart_assets
+from pipelines.defs.adoption.assets import adoption_dashboards, daily_partitions, mart_assets
+from pipelines.defs.ledger.assets import transfers
 
 adoption_marts = dg.define_asset_job(
     name="adoption_marts",
@@ -43,3 +44,30 @@ adoption_dashboards_daily = dg.ScheduleDefinition(
     cron_schedule="0 3 * * *",
     execution_timezone="Asia/Kolkata",
 )
+
+
+@dg.asset_sensor(asset_key=transfers.key, job=adoption_marts, minimum_interval_seconds=60)
+def adoption_on_ledger_change(
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+) -> dg.RunRequest | dg.SkipReason:
+    """Rebuild the days whose transfers an ingest changed (late rows make old days stale)."""
+    materialization = asset_event.asset_materialization
+    span = materialization.metadata.get("changed_days") if materialization else None
+    days = getattr(span, "value", span) or ""
+    if not days:
+        return dg.SkipReason("the ledger refresh changed no transfers")
+    first, last = (dt.date.fromisoformat(d) for d in days.split("/"))
+    first = max(first, daily_partitions.start.date())
+    return dg.RunRequest(
+        run_key=f"adoption-ledger-{asset_event.run_id}", tags=partition_range_tags(first, last)
+    )
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[adoption_marts],
+    request_job=adoption_reports,
+)
+def dashboards_after_marts(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    """Write the dashboards again whenever a marts run succeeds."""
+    return dg.RunRequest(run_key=f"dashboards-{context.dagster_run.run_id}")

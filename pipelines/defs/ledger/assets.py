@@ -7,6 +7,7 @@ import polars as pl
 
 from pipelines.defs.metadata import markdown_table
 from pipelines.defs.resources import WAREHOUSE_POOL, LedgerSourceResource, WarehouseResource
+from pipelines.india_time import changed_days
 from pipelines.ledger import contract as c
 from pipelines.ledger.current import refresh_accounts, refresh_transfers
 from pipelines.ledger.ingest import IngestReport, ingest_landing
@@ -120,6 +121,8 @@ def transfers(warehouse: WarehouseResource) -> dg.MaterializeResult:
         metadata={
             "dagster/row_count": result["transfers"],
             "changed": result["changed"],
+            # Read by the adoption sensor: the India days whose marts the changes made stale.
+            "changed_days": changed_days(result["changed_from"], result["changed_until"]),
             "by_status": dg.MetadataValue.md(markdown_table(by_status)),
             "table": "ledger.transfers",
         }

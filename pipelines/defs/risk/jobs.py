@@ -39,4 +39,4 @@ def score_new_transfers_sensor(
     context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
 ) -> dg.RunRequest:
     """Score transfers as soon as a ledger run has refreshed them."""
-    return dg.RunRequest(run_key=f"scoring-{asset_event.storage_id}")
+    return dg.RunRequest(run_key=f"scoring-{asset_event.run_id}")
