@@ -23,7 +23,6 @@ A read-only DuckDB connection still locks the file against writers: close the wa
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import polars as pl
 
 from pipelines.privacy import TOKEN_PREFIX, load_token_key, register_token_macro, vpa_token
 from pipelines.settings import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataDir
+from pipelines.warehouse import connect
 
 DEVICE_TOKEN_PREFIX = "d_"
 
@@ -149,7 +149,7 @@ def open_warehouse(data_dir: str | Path | None = None) -> Warehouse:
             "open_warehouse(data_dir=...) at a data directory that has one"
         )
     try:
-        con = _connect_read_only(paths.warehouse)
+        con = connect(paths.warehouse, read_only=True)
     except duckdb.IOException as exc:
         if "lock" not in str(exc).lower():
             raise
@@ -387,21 +387,6 @@ def _resolve_data_dir(data_dir: str | Path | None) -> DataDir:
     # Jupyter starts kernels in the notebook's folder: fall back to the project's data/.
     project = DataDir.resolve(Path(__file__).resolve().parents[1] / DEFAULT_DATA_DIR)
     return project if project.warehouse.is_file() else here
-
-
-def _connect_read_only(path: Path) -> duckdb.DuckDBPyConnection:
-    """Like `pipelines.warehouse.connect(path, read_only=True)`, but safe inside Jupyter."""
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        # In Jupyter without ipywidgets DuckDB refuses to touch the progress-bar setting
-        # (duckdb/duckdb#7590), and the bar is off there anyway.
-        with contextlib.suppress(duckdb.InvalidInputException):
-            con.execute("SET enable_progress_bar = false")
-    except BaseException:
-        con.close()
-        raise
-    return con
 
 
 def _existing_tables(con: duckdb.DuckDBPyConnection) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,8 +65,15 @@ def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection
         raise FileNotFoundError(f"no warehouse at {path}: run `upi-risk ingest` or `upi-risk demo`")
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path), read_only=read_only)
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        # In Jupyter without ipywidgets DuckDB refuses to touch the progress-bar setting
+        # (duckdb/duckdb#7590), and the bar is off there anyway.
+        with contextlib.suppress(duckdb.InvalidInputException):
+            con.execute("SET enable_progress_bar = false")
+    except BaseException:
+        con.close()
+        raise
     return con
 
 

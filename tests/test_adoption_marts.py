@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.adoption.marts import MARTS, DayRange, build_marts, ledger_days
+from pipelines.adoption.marts import MARTS, DayRange, build_marts, last_complete_day, ledger_days
 from pipelines.ledger import contract as c
 from pipelines.ledger.current import refresh_accounts, refresh_transfers
 from pipelines.ledger.ingest import ingest_landing
@@ -327,3 +327,8 @@ def test_sql_tokens_equal_python_tokens(vpa, key):
     register_token_macro(con, key)
     got = con.sql("SELECT vpa_token(?), " + token_sql("?", key), params=[vpa, vpa]).fetchall()[0]
     assert got == (vpa_token(vpa, key), vpa_token(vpa, key))
+
+
+def test_last_complete_day_leaves_out_the_day_still_filling(con):
+    # The newest transfer is 03-09 11:30 IST: 03-09 is not over, 03-08 is.
+    assert last_complete_day(con) == _day(8)

@@ -141,6 +141,15 @@ def ledger_days(con: duckdb.DuckDBPyConnection) -> DayRange | None:
     return None if first is None else DayRange(first, last)
 
 
+def last_complete_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
+    """The last IST day the ledger covers to its end: the day before the newest transfer's,
+    unless that transfer closes its day. Today, still filling up, would read as a slump."""
+    newest = con.sql("SELECT max(created_at) FROM ledger.transfers").fetchall()[0][0]
+    if newest is None:
+        return None
+    return (newest + dt.timedelta(microseconds=1)).astimezone(IST).date() - dt.timedelta(days=1)
+
+
 def _within(column: str, start: dt.datetime, end: dt.datetime) -> str:
     return f"{column} >= TIMESTAMPTZ '{start.isoformat()}' AND {column} < TIMESTAMPTZ '{end.isoformat()}'"
 

@@ -102,10 +102,12 @@ def adoption_dashboards(
     from pipelines.adoption.dashboards import write_dashboards
 
     with warehouse.connect(read_only=True) as con:
-        pages = write_dashboards(con, adoption.dashboards_dir)
+        as_of = marts.last_complete_day(con)
+        pages = write_dashboards(con, adoption.dashboards_dir, as_of=as_of)
     return dg.MaterializeResult(
         metadata={
             "pages": len(pages),
+            "as_of": str(as_of),
             **{f"page_{name}": dg.MetadataValue.path(str(path)) for name, path in pages.items()},
             "overview": dg.MetadataValue.url(pages["overview"].resolve().as_uri()),
         }
