@@ -30,8 +30,10 @@ from pipelines.risk.forest import CompiledForest
 from pipelines.risk.labels import evaluation_targets, known_outcomes, training_targets
 from pipelines.risk.model import (
     GradientBoostingRiskModel,
+    LinearLogOdds,
     LogisticRiskModel,
     feature_matrix,
+    logistic_pipeline,
     score_transfers,
 )
 from pipelines.risk.registry import ArtifactIntegrityError, ModelRegistry
@@ -259,6 +261,29 @@ def test_compiled_forest_equals_sklearn_predict_proba(nonlinear: dict[str, Any])
         expit_(model.forest_.raw_predict(Xt)), booster.predict_proba(Xt)[:, 1]
     )
     assert model.forest_.n_trees == SMALL_GBDT["max_iter"]
+
+
+def test_linear_part_equals_its_sklearn_pipeline_and_blends_as_weighted(
+    nonlinear: dict[str, Any],
+) -> None:
+    Xt = nonlinear["Xt"].copy()
+    Xt[:, 3] = np.nan  # a feature missing everywhere at scoring time
+    pipeline = logistic_pipeline(random_state=0).fit(nonlinear["X"], nonlinear["y"])
+    np.testing.assert_allclose(
+        LinearLogOdds(pipeline).log_odds(Xt), pipeline.decision_function(Xt), rtol=0, atol=1e-9
+    )
+    blended = GradientBoostingRiskModel(**SMALL_GBDT, linear_weight=0.5, random_state=0).fit(
+        nonlinear["X"], nonlinear["y"]
+    )
+    np.testing.assert_allclose(
+        blended.decision_function(Xt),
+        0.5 * blended.forest_.raw_predict(Xt) + 0.5 * blended.linear_.log_odds(Xt),
+    )
+    trees_only = GradientBoostingRiskModel(**SMALL_GBDT, linear_weight=0.0, random_state=0).fit(
+        nonlinear["X"], nonlinear["y"]
+    )
+    assert trees_only.linear_ is None
+    assert np.array_equal(trees_only.decision_function(Xt), trees_only.forest_.raw_predict(Xt))
 
 
 def expit_(x: np.ndarray) -> np.ndarray:
