@@ -28,5 +28,5 @@ lint: setup
 ui: setup
 	DAGSTER_HOME=$(CURDIR)/data/dagster $(BIN)/dg dev
 
-clean:
-	rm -rf data/landing data/warehouse.duckdb data/dagster data/reports
+clean:  # everything the demo wrote under data/: models, outbox and token key too
+	find data -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

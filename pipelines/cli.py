@@ -207,8 +207,13 @@ def _run_risk(paths: DataDir) -> dict[str, Any]:
         with console.status(f"scoring, deciding, delivering to {service.url}..."):
             scoring = asdict(run_job("risk_scoring", paths))
         service_state = {"url": service.url, "decisions_in_effect": service.effect_count}
+    # A candidate the gate keeps as a challenger fails the blocking check, and so the run: that
+    # is the gate working, not the job failing.
+    gated = bool(training["failures"]) and all(
+        "risk_model_beats_live" in failure for failure in training["failures"]
+    )
     return {
-        "success": training["success"] and scoring["success"],
+        "success": (training["success"] or gated) and scoring["success"],
         "training": training,
         "scoring": scoring,
         "transfer_service": service_state,
@@ -272,6 +277,10 @@ def adoption(since, until, data_dir, as_json):
     if not paths.warehouse.exists():
         raise click.ClickException(
             f"no warehouse at {paths.warehouse}: run `upi-risk ingest` first"
+        )
+    if since and until and until < since:
+        raise click.BadParameter(
+            f"--until {until.date()} is before --since {since.date()}", param_hint="--until"
         )
     result = _run_adoption(paths, since.date() if since else None, until.date() if until else None)
     if as_json:
@@ -499,7 +508,12 @@ def _print_risk(out: Console, risk: dict[str, Any]) -> None:
         )
         out.print(Markdown(model["evaluation"]))
     for check in risk["training"]["checks"]:
-        verdict = "promoted" if check["passed"] else "kept as challenger"
+        reason = check["metadata"].get("reason", "")
+        verdict = (
+            "unchanged"
+            if "already live" in reason
+            else ("promoted" if check["passed"] else "kept as challenger")
+        )
         out.print(f"Promotion gate: {verdict}: {check['metadata'].get('reason', '')}")
     scores = risk["scoring"]["assets"].get("transfer_scores", {})
     if scores:

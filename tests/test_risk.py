@@ -517,10 +517,14 @@ def _register(
     )
 
 
-@pytest.fixture
-def fitted_small() -> LogisticRiskModel:
+def fitted_small_again() -> LogisticRiskModel:
     X, y = _nonlinear_problem(3_000, seed=6)
     return LogisticRiskModel().fit(X[:, :2], y)
+
+
+@pytest.fixture
+def fitted_small() -> LogisticRiskModel:
+    return fitted_small_again()
 
 
 def test_registry_round_trip(tmp_path: Any, fitted_small: LogisticRiskModel) -> None:
@@ -550,6 +554,29 @@ def test_registry_round_trip(tmp_path: Any, fitted_small: LogisticRiskModel) -> 
         _register(registry, fitted_small, "v1", ap=0.3)
     with pytest.raises(Exception, match="invalid model version"):
         _register(registry, fitted_small, "../escape", ap=0.3)
+
+
+def test_the_same_model_registered_again_is_the_same_version(
+    tmp_path: Any, fitted_small: LogisticRiskModel
+) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    first = registry.register(
+        fitted_small,
+        kind="logistic",
+        feature_names=["f0", "f1"],
+        training_window=(None, T0),
+        test_window=(T0, T0 + dt.timedelta(days=7)),
+        metrics={"average_precision": 0.3},
+    )
+    again = registry.register(
+        fitted_small_again(),  # a retrain on the same data: equal bytes
+        kind="logistic",
+        feature_names=["f0", "f1"],
+        training_window=(None, T0),
+        test_window=(T0, T0 + dt.timedelta(days=7)),
+        metrics={"average_precision": 0.3},
+    )
+    assert again == first and registry.versions() == [first["version"]]
 
 
 def test_registry_refuses_a_tampered_or_missing_artifact_before_unpickling(

@@ -69,22 +69,21 @@ def test_train_gate_score_deliver_and_rerun(tmp_path, monkeypatch):
         assert scored == (transfers, transfers)
         assert 0 < held < transfers * 0.02
 
-        # The same data again: the candidate ties the live model, so the gate keeps it a
-        # challenger, the promotion step is skipped, and scoring runs it in shadow.
+        # The same data again: training gives the same bytes, so the candidate is the live
+        # version itself. The gate passes ("already live"), nothing new is registered, and
+        # scoring again adds no rows, no shadow scores and no deliveries.
+        versions = registry.versions()
         second = _run(definitions, "risk_training", resources)
+        assert second.success
         gate = [
             e.event_specific_data
             for e in second.all_events
             if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
         ]
-        assert [g.passed for g in gate] == [False]
-        assert "stays a challenger" in gate[0].metadata["reason"].value
+        assert [g.passed for g in gate] == [True]
+        assert "already live" in gate[0].metadata["reason"].value
+        assert registry.versions() == versions and registry.challengers() == []
         assert registry.live_version() == live
-        materialized = {
-            e.asset_key.to_user_string() for e in second.get_asset_materialization_events()
-        }
-        assert "live_model" not in materialized
-        assert len(registry.challengers()) == 1
 
         again = _run(definitions, "risk_scoring", resources)
         assert again.success
@@ -97,4 +96,5 @@ def test_train_gate_score_deliver_and_rerun(tmp_path, monkeypatch):
             live_rows = con.sql(
                 "SELECT count(*) FROM risk.transfer_scores WHERE NOT shadow"
             ).fetchall()[0][0]
-        assert shadow == transfers and live_rows == transfers
+            decisions = con.sql("SELECT count(*) FROM risk.transfer_decisions").fetchall()[0][0]
+        assert shadow == 0 and live_rows == transfers and decisions == transfers

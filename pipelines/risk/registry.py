@@ -94,12 +94,22 @@ class ModelRegistry:
     ) -> dict[str, Any]:
         """Store a fitted model as a new version (not live: see `promote`); returns its manifest.
 
+        A model whose artifact bytes equal a registered version's is that version: its manifest
+        is returned and nothing new is written (unless `version` names a new one).
+
         `metrics` are the model's metrics on `test_window` (at least `average_precision` for
         promotion); `label_policy` records how targets were built (e.g. maturity_days).
         """
         created = (created_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         checksum = hashlib.sha256(payload).hexdigest()
+        if version is None:
+            # Training again on the same data gives the same bytes: the same model is the same
+            # version, not a new challenger to score in shadow on every re-run.
+            for existing in self.versions():
+                manifest = self.manifest(existing)
+                if manifest.get("artifact", {}).get("sha256") == checksum:
+                    return manifest
         version = version or f"{created:%Y%m%dT%H%M%S}Z-{kind}-{checksum[:8]}"
         _check_version(version)
         target = self.root / version
