@@ -35,7 +35,8 @@ def data_dir_option(func):
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
         envvar=DATA_DIR_ENV,
-        help="Data directory holding landing/, the warehouse and the rest (default: data/).",
+        help=f"Data directory holding landing/, the warehouse and the rest "
+        f"(default: ${DATA_DIR_ENV}, else data/).",
     )(func)
 
 

@@ -55,6 +55,28 @@ def test_simulate_then_ingest_twice(tmp_path):
     text = upi_risk("ingest", data_dir=data_dir).stdout
     assert "Ledger ingestion" in text and "warehouse.duckdb" in text
 
+    # Adoption on the ingested ledger (no risk scores yet: every transfer is unscored).
+    adoption = json.loads(upi_risk("adoption", "--json", data_dir=data_dir).stdout)
+    assert adoption["success"] is True and adoption["marts"]["daily_volume"] > 0
+    pages = {name: Path(path) for name, path in adoption["dashboards"].items()}
+    assert set(pages) == {"overview", "geography", "merchants", "cohorts", "funnel", "risk"}
+    assert all(
+        path.is_file() and path.parent == data_dir.resolve() / "reports" / "dashboards"
+        for path in pages.values()
+    )
+    reversed_range = upi_risk(
+        "adoption",
+        "--since",
+        "2026-03-05",
+        "--until",
+        "2026-03-01",
+        data_dir=data_dir,
+        check=False,
+    )
+    assert reversed_range.returncode == 2
+    assert "--until 2026-03-01 is before --since 2026-03-05" in reversed_range.stderr
+    assert "Traceback" not in reversed_range.stderr
+
 
 def test_bad_input_gives_a_clear_error(tmp_path):
     result = upi_risk("simulate", "--days", "0", data_dir=tmp_path, check=False)
