@@ -286,6 +286,27 @@ def test_linear_part_equals_its_sklearn_pipeline_and_blends_as_weighted(
     assert np.array_equal(trees_only.decision_function(Xt), trees_only.forest_.raw_predict(Xt))
 
 
+def test_account_ages_are_capped_so_older_accounts_score_like_three_day_olds() -> None:
+    rng = np.random.default_rng(5)
+    n = 20_000
+    age = rng.exponential(200.0, n)
+    other = rng.normal(size=n)
+    z = -5.0 + 3.0 * (age < 24) + 1.5 * (other > 1)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    frame = pl.DataFrame({"payer_hours_since_registration": age, "other": other})
+    model = GradientBoostingRiskModel(**SMALL_GBDT, random_state=0).fit(frame, y)
+    probe = pl.DataFrame(
+        {"payer_hours_since_registration": [80.0, 5_000.0, 2.0, None], "other": [0.0] * 4}
+    )
+    scores = model.risk_score(probe)
+    assert scores[0] == scores[1]  # past the 72-hour cap, age says nothing more
+    assert scores[2] > scores[0]  # a two-hour-old account is riskier
+    assert np.isfinite(scores[3])  # no registration known: still scored
+    assert model.risk_score_one({"payer_hours_since_registration": 5_000.0, "other": 0.0}) == (
+        pytest.approx(scores[1])
+    )
+
+
 def expit_(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 

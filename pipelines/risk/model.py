@@ -226,6 +226,10 @@ class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
         if empty is not None and empty.any():
             matrix = matrix.copy()
             matrix[:, empty] = 0.0
+        return self._transform(matrix, reset=reset)
+
+    def _transform(self, matrix: np.ndarray, *, reset: bool) -> np.ndarray:
+        """Hook for subclasses: the model's own view of the features, at fit and predict."""
         return matrix
 
     def _log_odds(self, matrix: np.ndarray) -> np.ndarray:
@@ -264,6 +268,14 @@ class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
         return (self.risk_score(X) >= 0.5).astype(np.int64)
 
 
+# Ages that only grow during a launch: the model sees them capped (see GradientBoostingRiskModel).
+AGE_FEATURES = (
+    "payer_hours_since_registration",
+    "payer_hours_since_device_bound",
+    "payee_account_age_hours",
+)
+
+
 class GradientBoostingRiskModel(_TimeCalibratedClassifier):
     """HistGradientBoosting on the earlier rows, calibrated on the latest slice; compiled scoring.
 
@@ -274,6 +286,13 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
     Size: scoring cost is trees x depth. On synthetic 40-feature data 120 trees of depth <= 7 kept
     all but ~1% of the average precision of 150 trees of depth 8, and score ~1.4x faster (~500k
     vs ~365k transfers/s on one busy core); 100 trees of depth 6 lost ~4%. Re-tune on real data.
+
+    Account ages (`AGE_FEATURES`) are capped at `age_cap_hours` (72): a month after launch every
+    account is young, and trees split on absolute ages that the test window's older accounts fall
+    beyond. The fraud signal is in the first hours after a registration or a device binding. On
+    prequential folds the cap took average precision from 0.63 to 0.74 on a 100k-user demo (the
+    logistic baseline: 0.67), 0.59 to 0.60 on a 40k-user set, 0.69 to 0.73 on another 100k one;
+    capping at 168 h gained less, dropping the ages lost on the 40k set.
 
     Leaves of at least 300 rows and L2 of 5: a month of history leaves a hundred or two known
     frauds to train on, and the looser 100 / 1.0 overfit them (average precision 0.57 -> 0.63 on
@@ -303,6 +322,7 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
         max_features: float = 1.0,
         fraud_weight: float = 20.0,
         linear_weight: float = 0.0,
+        age_cap_hours: float | None = 72.0,
         calibration: str = "sigmoid",
         calibration_fraction: float = 0.2,
         fast_predict: bool = True,
@@ -318,6 +338,7 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
         self.max_features = max_features
         self.fraud_weight = fraud_weight
         self.linear_weight = linear_weight
+        self.age_cap_hours = age_cap_hours
         self.calibration = calibration
         self.calibration_fraction = calibration_fraction
         self.fast_predict = fast_predict
@@ -349,6 +370,20 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
             pipeline = logistic_pipeline(random_state=self.random_state)
             kwargs = {} if weight is None else {"logisticregression__sample_weight": weight}
             self.linear_ = LinearLogOdds(pipeline.fit(matrix, target, **kwargs))
+
+    def _transform(self, matrix: np.ndarray, *, reset: bool) -> np.ndarray:
+        if reset:
+            names = list(getattr(self, "feature_names_in_", []))
+            self.capped_columns_ = np.array(
+                [i for i, name in enumerate(names) if name in AGE_FEATURES], dtype=np.int64
+            )
+        columns = getattr(self, "capped_columns_", None)
+        if self.age_cap_hours is None or columns is None or not len(columns):
+            return matrix
+        matrix = matrix.copy()
+        # NaN (no such event yet) stays NaN through minimum().
+        matrix[:, columns] = np.minimum(matrix[:, columns], self.age_cap_hours)
+        return matrix
 
     def _after_fit(self) -> None:
         self.forest_ = CompiledForest.from_hist_gradient_boosting(self.base_)
