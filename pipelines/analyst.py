@@ -33,6 +33,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from pipelines.adoption.marts import MARTS
 from pipelines.privacy import TOKEN_PREFIX, load_token_key, register_token_macro, vpa_token
 from pipelines.settings import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataDir
 from pipelines.warehouse import connect
@@ -371,10 +372,6 @@ def _vpa_like(series: pl.Series) -> int:
 
 def _mart_meanings() -> dict[str, str]:
     """The one-line meaning of each adoption mart: its builder's docstring, defined once there."""
-    try:
-        from pipelines.adoption.marts import MARTS
-    except ImportError:  # the adoption package is optional for reading the other tables
-        return {}
     return {name: mart.description.split("\n")[0] for name, mart in MARTS.items()}
 
 

@@ -20,7 +20,6 @@ from pipelines.privacy import token_from_key_sql, token_key_sql
 from pipelines.warehouse import DECISIONS_TABLE, table_exists
 
 SCHEMA = "adoption"
-IST_DAY = IST_DAY_SQL
 
 MCC_CATEGORIES = {
     c.PERSON_MCC: "Person",
@@ -135,8 +134,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 def ledger_days(con: duckdb.DuckDBPyConnection) -> DayRange | None:
     """The IST days the ledger's transfers cover, or None for an empty ledger."""
     first, last = con.sql(
-        f"SELECT min({IST_DAY.format(column='created_at')}), "
-        f"max({IST_DAY.format(column='created_at')}) FROM ledger.transfers"
+        f"SELECT min({IST_DAY_SQL.format(column='created_at')}), "
+        f"max({IST_DAY_SQL.format(column='created_at')}) FROM ledger.transfers"
     ).fetchall()[0]
     return None if first is None else DayRange(first, last)
 
@@ -156,7 +155,7 @@ def _within(column: str, start: dt.datetime, end: dt.datetime) -> str:
 
 def _window_transfers(days: DayRange) -> str:
     """A subquery: the transfers of the range, with their IST day."""
-    return f"""(SELECT t.*, {IST_DAY.format(column="t.created_at")} AS day
+    return f"""(SELECT t.*, {IST_DAY_SQL.format(column="t.created_at")} AS day
         FROM ledger.transfers t WHERE {_within("t.created_at", days.start, days.end)})"""
 
 
@@ -167,7 +166,7 @@ def _window_decisions(con: duckdb.DuckDBPyConnection, days: DayRange) -> str:
         return """(SELECT NULL::DATE AS day, NULL::VARCHAR AS payer_vpa,
             NULL::VARCHAR AS payee_type, NULL::BIGINT AS amount_paise,
             NULL::VARCHAR AS decision WHERE false)"""
-    return f"""(SELECT {IST_DAY.format(column="created_at")} AS day, payer_vpa, payee_type,
+    return f"""(SELECT {IST_DAY_SQL.format(column="created_at")} AS day, payer_vpa, payee_type,
             amount_paise, decision
         FROM {DECISIONS_TABLE} WHERE {_within("created_at", days.start, days.end)})"""
 
@@ -202,7 +201,7 @@ def daily_users_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: b
     # one pass over the ledger for both marts instead of two.
     registered = _first_account_events("REGISTERED", days.end)
     linked = _first_account_events("BANK_LINKED", days.end)
-    ist = IST_DAY.format(column="happened_at")
+    ist = IST_DAY_SQL.format(column="happened_at")
     return f"""
         WITH firsts AS (
             SELECT {ist} AS day, 'registered' AS step FROM {registered}
@@ -222,7 +221,7 @@ def daily_users_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: b
                 (SELECT coalesce(sum(activated), 0) FROM activations
                     WHERE day < DATE '{days.first}') AS a),
         deregistered AS (
-            SELECT {IST_DAY.format(column="event_time")} AS day, count(DISTINCT vpa) AS n
+            SELECT {IST_DAY_SQL.format(column="event_time")} AS day, count(DISTINCT vpa) AS n
             FROM ledger.account_events
             WHERE event_type = 'DEREGISTERED' AND {_within("event_time", days.start, days.end)}
             GROUP BY ALL)
@@ -247,7 +246,7 @@ def activation_funnel_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_
     among = "SELECT vpa FROM cohort" if len(days.days) <= 7 else None
     return f"""
         WITH cohort AS (
-            SELECT vpa, happened_at AS registered_at, {IST_DAY.format(column="happened_at")} AS cohort_day
+            SELECT vpa, happened_at AS registered_at, {IST_DAY_SQL.format(column="happened_at")} AS cohort_day
             FROM {_first_account_events("REGISTERED", until)}
             WHERE {_within("happened_at", days.start, days.end)}),
         steps AS (
@@ -261,7 +260,7 @@ def activation_funnel_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_
             median({hours.format(a="registered_at", b="linked_at")}),
             median({hours.format(a="linked_at", b="first_at")}),
             median({hours.format(a="first_at", b="fifth_at")}),
-            {IST_DAY.format(column=f"TIMESTAMPTZ '{(horizon or days.end).isoformat()}'")}
+            {IST_DAY_SQL.format(column=f"TIMESTAMPTZ '{(horizon or days.end).isoformat()}'")}
         FROM steps GROUP BY cohort_day"""
 
 
@@ -272,7 +271,7 @@ def payer_days_setup(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: 
     """A temporary table of the range's payers: their token key and first payment."""
     return f"""CREATE OR REPLACE TEMP TABLE {_PAYERS} AS
         SELECT hash(payer_vpa) AS h, payer_vpa, {token_key_sql("payer_vpa", token_key)} AS payer_key,
-            {IST_DAY.format(column="first_at")} AS first_payment_day
+            {IST_DAY_SQL.format(column="first_at")} AS first_payment_day
         FROM (
             SELECT payer_vpa, min(created_at) FILTER (status = 'SUCCESS') AS first_at
             FROM ledger.transfers WHERE created_at < TIMESTAMPTZ '{days.end.isoformat()}'
@@ -332,9 +331,8 @@ def daily_active_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: 
         FROM running WHERE day >= DATE '{days.first}'"""
 
 
-def _values(rows: dict[str, str] | list[tuple], columns: str) -> str:
-    items = rows.items() if isinstance(rows, dict) else rows
-    body = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in items)
+def _values(rows: dict[str, str], columns: str) -> str:
+    body = ", ".join(f"({_literal(k)}, {_literal(v)})" for k, v in rows.items())
     return f"(SELECT * FROM (VALUES {body}) v({columns}))"
 
 

@@ -57,7 +57,6 @@ def _mart_asset(name: str) -> dg.AssetsDefinition:
 
     @dg.asset(
         name=name,
-        key_prefix=None,
         group_name=GROUP,
         partitions_def=daily_partitions,
         # A backfill of many days is one run and one query per mart, not one run per day.

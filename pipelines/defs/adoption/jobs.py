@@ -6,6 +6,7 @@ import dagster as dg
 
 from pipelines.defs.adoption.assets import adoption_dashboards, daily_partitions, mart_assets
 from pipelines.defs.ledger.assets import transfers
+from pipelines.india_time import ist_day
 
 adoption_marts = dg.define_asset_job(
     name="adoption_marts",
@@ -21,7 +22,10 @@ adoption_reports = dg.define_asset_job(
 
 
 def partition_range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
-    """Run tags that make one run materialize every daily partition from `first` to `last`."""
+    """Run tags that make one run materialize every daily partition from `first` to `last`,
+    clipped to the partitions that exist (from the start date to today in India)."""
+    first = max(first, daily_partitions.start.date())
+    last = min(last, ist_day(dt.datetime.now(dt.UTC)))
     return {
         "dagster/asset_partition_range_start": first.isoformat(),
         "dagster/asset_partition_range_end": last.isoformat(),
@@ -57,7 +61,6 @@ def adoption_on_ledger_change(
     if not days:
         return dg.SkipReason("the ledger refresh changed no transfers")
     first, last = (dt.date.fromisoformat(d) for d in days.split("/"))
-    first = max(first, daily_partitions.start.date())
     return dg.RunRequest(
         run_key=f"adoption-ledger-{asset_event.run_id}", tags=partition_range_tags(first, last)
     )
