@@ -246,3 +246,70 @@ def test_extra_columns_are_ignored_and_noted(dirs):
         note = con.sql("SELECT note FROM ledger.ingested_sources").fetchall()[0][0]
     assert counts.loaded == 1
     assert "future_field" in note
+
+
+def _outcome(con) -> tuple:
+    events = con.sql(
+        f"SELECT {', '.join(c.TRANSFERS.columns)}, _source, _position FROM ledger.transfer_events "
+        "ORDER BY transfer_id, ledger_seq"
+    ).fetchall()
+    sources = con.sql(
+        "SELECT source, status, rows_in, loaded, duplicates, quarantined FROM ledger.ingested_sources "
+        "ORDER BY source"
+    ).fetchall()
+    rejected = con.sql(
+        "SELECT source, position, reason FROM ledger.quarantine ORDER BY source, position"
+    ).fetchall()
+    return events, sources, rejected
+
+
+def test_files_committed_together_load_as_if_one_after_another(tmp_path, monkeypatch):
+    """Several files go in one transaction and one insert; every key, count and reason is what
+    committing the files one at a time gives."""
+    import pipelines.ledger.ingest as ingest
+
+    def land(landing):
+        land_parquet(landing, c.TRANSFERS, "0-first.parquet", [transfer(i) for i in range(1, 6)])
+        land_parquet(
+            landing,
+            c.TRANSFERS,
+            "1-second.parquet",
+            [
+                transfer(2),  # same as in the first file: a duplicate
+                transfer(3, amount_paise=1),  # conflicts with the first file's row
+                transfer(6),
+                transfer(6),  # repeated inside this file
+                transfer(1, amount_paise=7),  # conflicts with the warehouse (loaded earlier)
+            ],
+        )
+        land_parquet(
+            landing,
+            c.TRANSFERS,
+            "2-third.parquet",
+            [transfer(6), transfer(1), transfer(3, amount_paise=1), transfer(7)],
+        )
+
+    outcomes = []
+    for group_rows in (1, 10**9):
+        monkeypatch.setattr(ingest, "GROUP_ROWS", group_rows)
+        landing = tmp_path / f"landing-{group_rows}"
+        land_parquet(landing, c.TRANSFERS, "00-earlier.parquet", [transfer(1)])
+        with warehouse(tmp_path / f"w-{group_rows}.duckdb") as con:
+            ingest_landing(con, landing)
+            land(landing)
+            report = ingest_landing(con, landing).streams["transfers"]
+            outcomes.append((report.as_dict(), _outcome(con)))
+    (one_by_one, grouped) = outcomes
+    assert grouped == one_by_one
+    counts, (events, sources, rejected) = grouped
+    assert (counts["rows_in"], counts["loaded"], counts["duplicates"], counts["quarantined"]) == (
+        14,
+        6,
+        5,
+        3,
+    )
+    assert {row[0] for row in events} == {f"TX{i:08d}" for i in range(1, 8)}
+    assert [r[2] for r in rejected if r[0] == "transfers/1-second.parquet"] == [
+        "conflict: transfer_id TX00000003, ledger_seq 3 already loaded with different amount_paise",
+        "conflict: transfer_id TX00000001, ledger_seq 1 already loaded with different amount_paise",
+    ]
