@@ -329,6 +329,27 @@ def test_hash_collisions_and_key_blocks_do_not_change_results(
     assert odd.equals(normal)
 
 
+def test_the_big_batch_path_gives_the_same_features(
+    ledger: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a million rows the output block is mapped up front in a second thread and freed
+    memory is kept: the features must not change."""
+    transfers, events, labels = ledger
+    normal = compute_features(transfers, events, labels)
+    mapped = []
+    real = engine._populated_block
+
+    def spy(n: int) -> np.ndarray:
+        mapped.append(block := real(n))
+        return block
+
+    monkeypatch.setattr(engine, "_BIG_BATCH", 1)
+    monkeypatch.setattr(engine, "_populated_block", spy)
+    big = compute_features(transfers, events, labels)
+    assert [b.shape for b in mapped] == [(len(FEATURE_NAMES), transfers.height)]
+    assert big.equals(normal)
+
+
 # --- 2. point in time ---------------------------------------------------------------------
 
 

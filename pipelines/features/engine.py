@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -472,14 +474,29 @@ def _freed_memory_kept() -> Iterator[None]:
         libc.malloc_trim(0)
 
 
+def _populated_block(n: int) -> np.ndarray:
+    """A zeroed (features x n) float64 block whose pages the kernel maps all at once.
+
+    MAP_POPULATE maps the 3.5 GB of a 10M-row block in about 1 s, where faulting it in page
+    by page as features are written cost the computing thread 5-7 s of system time here;
+    called from a second thread, the mapping overlaps with reading the inputs.
+    """
+    shape = (len(FEATURE_NAMES), n)
+    populate = getattr(mmap, "MAP_POPULATE", None)  # Linux only
+    if populate is None or n == 0:
+        return np.empty(shape)
+    buffer = mmap.mmap(-1, 8 * shape[0] * n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+    return np.frombuffer(buffer, dtype=np.float64).reshape(shape)
+
+
 class _Out:
     """Feature columns in created_at order: one block allocated up front, each row written once.
 
     Temporaries freed while computing then reuse the same heap space instead of new pages.
     """
 
-    def __init__(self, n: int) -> None:
-        self.block = np.empty((len(FEATURE_NAMES), n))
+    def __init__(self, n: int, block: np.ndarray | None = None) -> None:
+        self.block = np.empty((len(FEATURE_NAMES), n)) if block is None else block
         self.rows = {name: i for i, name in enumerate(FEATURE_NAMES)}
         self.done: set[str] = set()
 
@@ -892,11 +909,13 @@ def _event_table(account_events: pl.DataFrame) -> _EventTable:
     )
 
 
-def _compute(inp: _Inputs, account_events: pl.DataFrame) -> np.ndarray:
+def _compute(
+    inp: _Inputs, account_events: pl.DataFrame, block: Future[np.ndarray] | None = None
+) -> np.ndarray:
     """Every feature, one row of the returned block per FEATURE_NAMES, in created_at order."""
     t, h = inp.t, inp.hashes
     clock = _Clock.around(t)
-    out = _Out(t.size)
+    out = _Out(t.size, None if block is None else block.result())
     _transfer_features(inp, out)
     events = _event_table(account_events)
     payer = _group(h["payer_vpa_0"], h["payer_vpa_1"], t)
@@ -929,14 +948,17 @@ def compute_features(
     unknown, one row per transfer in created_at order (ties in input order). `targets` limits
     the output to those transfer_ids; every transfer still counts as history.
     """
-    inp = _inputs(transfers, labels)
-    if inp.t.size == 0:
-        return pl.DataFrame(
-            schema={"transfer_id": pl.String, **dict.fromkeys(FEATURE_NAMES, pl.Float64)}
-        )
-    # Only big batches gain from keeping freed memory, and the setting is process-wide.
-    with _freed_memory_kept() if inp.t.size >= _BIG_BATCH else nullcontext():
-        block = _compute(inp, account_events)
+    big = transfers.height >= _BIG_BATCH
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        block = pool.submit(_populated_block, transfers.height) if big else None
+        inp = _inputs(transfers, labels)
+        if inp.t.size == 0:
+            return pl.DataFrame(
+                schema={"transfer_id": pl.String, **dict.fromkeys(FEATURE_NAMES, pl.Float64)}
+            )
+        # Only big batches gain from keeping freed memory, and the setting is process-wide.
+        with _freed_memory_kept() if big else nullcontext():
+            block = _compute(inp, account_events, block)
     frame = pl.DataFrame(
         [
             inp.transfer_id,
