@@ -332,8 +332,9 @@ def test_hash_collisions_and_key_blocks_do_not_change_results(
 def test_the_big_batch_path_gives_the_same_features(
     ledger: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """From a million rows the output block is mapped up front in a second thread and freed
-    memory is kept: the features must not change."""
+    """From a million rows the output block is mapped up front in a second thread, freed
+    memory is kept, and numba kernels find window starts and return columns to row order:
+    the features must not change."""
     transfers, events, labels = ledger
     normal = compute_features(transfers, events, labels)
     mapped = []

@@ -495,8 +495,13 @@ class _Out:
     Temporaries freed while computing then reuse the same heap space instead of new pages.
     """
 
-    def __init__(self, n: int, block: np.ndarray | None = None) -> None:
+    def __init__(self, n: int, block: np.ndarray | None = None, *, big: bool = False) -> None:
         self.block = np.empty((len(FEATURE_NAMES), n)) if block is None else block
+        self.kernels = None
+        if big:
+            from pipelines.features import _kernels
+
+            self.kernels = _kernels
         self.rows = {name: i for i, name in enumerate(FEATURE_NAMES)}
         self.done: set[str] = set()
 
@@ -508,6 +513,8 @@ class _Out:
         """Values in created_at order, or in the order `perm` maps to it."""
         if perm is None:
             self.column(name)[:] = values
+        elif self.kernels is not None:
+            self.kernels.scatter(self.column(name), perm, values)
         else:
             self.column(name)[perm] = values
 
@@ -696,9 +703,15 @@ def _zscore(
 
 
 def _window_bounds(
-    clock: _Clock, g: _Groups, enc: np.ndarray, spans: dict[str, int]
+    clock: _Clock, g: _Groups, enc: np.ndarray, spans: dict[str, int], kernels=None
 ) -> dict[str, np.ndarray]:
     """Per window: the first position of the key at or after created_at - span."""
+    if kernels is not None:
+        first = np.append(g.first, g.gid.size)
+        lo = {w: np.empty(g.gid.size, dtype=np.intp) for w in spans}
+        for w, span in spans.items():
+            kernels.window_starts(g.time, first, span, lo[w])
+        return lo
     base = clock.base(g.gid)
     lo = {}
     for w, span in spans.items():
@@ -722,7 +735,7 @@ def _payer_features(
     key, perm, tie = g.gid, g.perm, g.tie
     n = key.size
     enc = clock.encode(key, g.time)
-    lo = _window_bounds(clock, g, enc, _PAYER_WINDOWS)
+    lo = _window_bounds(clock, g, enc, _PAYER_WINDOWS, out.kernels)
     amount = inp.amount[perm]
     sums = _prefix(amount)
     at_tie, work, ratio = sums[tie], np.empty(n, dtype=np.int64), np.empty(n)
@@ -796,7 +809,7 @@ def _payee_features(
 ) -> None:
     key, perm, tie, start = g.gid, g.perm, g.tie, g.start
     enc = clock.encode(key, g.time)
-    lo = _window_bounds(clock, g, enc, _PAYEE_WINDOWS)
+    lo = _window_bounds(clock, g, enc, _PAYEE_WINDOWS, out.kernels)
 
     pf = facts[perm]
     for w in _DISTINCT_WINDOWS:
@@ -915,7 +928,7 @@ def _compute(
     """Every feature, one row of the returned block per FEATURE_NAMES, in created_at order."""
     t, h = inp.t, inp.hashes
     clock = _Clock.around(t)
-    out = _Out(t.size, None if block is None else block.result())
+    out = _Out(t.size, None if block is None else block.result(), big=block is not None)
     _transfer_features(inp, out)
     events = _event_table(account_events)
     payer = _group(h["payer_vpa_0"], h["payer_vpa_1"], t)
