@@ -30,8 +30,11 @@ of sorted (key, time) integers. Distinct counts in a window use each (payer, pay
 previous and next occurrence, so they need no extra sort; account events and fraud reports,
 being few, are merged into the sorted transfers. Strings are keyed by two independent 64-bit
 hashes (a 128-bit key); nothing else is approximate. Everything is numpy over whole columns,
-single-threaded: on the 2-core VM threads did not help, and fresh memory costs 1-3 s per GB
-in page faults, so the engine keeps temporaries few (see _freed_memory_kept).
+single-threaded, except in batches of a million rows or more, where numba kernels
+(`_kernels.py`) find window starts in one pass per key and write columns back to row order on
+both cores. Fresh memory costs 1-3 s per GB in page faults on the 2-core VM, so the engine
+keeps temporaries few (see _freed_memory_kept), and a second thread maps the output block all
+at once while the inputs are read (see _populated_block).
 """
 
 from __future__ import annotations
