@@ -309,6 +309,13 @@ def test_files_committed_together_load_as_if_one_after_another(tmp_path, monkeyp
         3,
     )
     assert {row[0] for row in events} == {f"TX{i:08d}" for i in range(1, 8)}
+    # Each file keeps its own counts: (rows in, loaded, duplicates, quarantined).
+    assert {source: tuple(rest) for source, _, *rest in sources} == {
+        "transfers/00-earlier.parquet": (1, 1, 0, 0),
+        "transfers/0-first.parquet": (5, 4, 1, 0),
+        "transfers/1-second.parquet": (5, 1, 2, 2),
+        "transfers/2-third.parquet": (4, 1, 2, 1),
+    }
     assert [r[2] for r in rejected if r[0] == "transfers/1-second.parquet"] == [
         "conflict: transfer_id TX00000003, ledger_seq 3 already loaded with different amount_paise",
         "conflict: transfer_id TX00000001, ledger_seq 1 already loaded with different amount_paise",
