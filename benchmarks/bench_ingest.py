@@ -114,20 +114,18 @@ def main() -> None:
     runs, floor = [], []
     # Interleaved, so that a noisy spell on the shared machine hits both sides alike.
     for i in range(max(args.repeat, args.floor_runs)):
-        if i < args.repeat:
-            runs.append(run := _child(_CHILD, landing))
-            print(
-                f"ingest run {i + 1}: {run['seconds']:.2f} s, "
-                f"{run['rows_in'] / run['seconds']:,.0f} rows/s, peak {run['peak_rss_mb']:,.0f} MB",
-                file=sys.stderr,
-            )
-        if i < args.floor_runs:
-            floor.append(run := _child(_FLOOR, landing))
-            print(
-                f"duckdb bulk append run {i + 1}: {run['seconds']:.2f} s, "
-                f"{run['rows_in'] / run['seconds']:,.0f} rows/s",
-                file=sys.stderr,
-            )
+        for name, code, done, wanted in (
+            ("ingest", _CHILD, runs, args.repeat),
+            ("duckdb bulk append", _FLOOR, floor, args.floor_runs),
+        ):
+            if i < wanted:
+                done.append(run := _child(code, landing))
+                print(
+                    f"{name} run {i + 1}: {run['seconds']:.2f} s, "
+                    f"{run['rows_in'] / run['seconds']:,.0f} rows/s, "
+                    f"peak {run['peak_rss_mb']:,.0f} MB",
+                    file=sys.stderr,
+                )
     seconds = statistics.median(r["seconds"] for r in runs)
     rows = runs[0]["rows_in"]
     result = {
