@@ -18,13 +18,14 @@ Target (issue): the engine in 15 s or less for 10M transfers, 10x or more faster
 import argparse
 import json
 import math
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_ingest import ensure_landing  # the landing data both benchmarks share
 
 _ENGINE = """
 import json, resource, sys, time
@@ -74,25 +75,6 @@ print(json.dumps({"seconds": done - started, "rows": features.height,
 """
 
 
-def ensure_landing(workdir: Path, users: int, days: int, seed: int) -> Path:
-    """Simulated landing data for (users, days, seed), made once (same layout as bench_ingest)."""
-    from pipelines.sandbox.simulator import SimulationConfig, simulate
-
-    target = workdir / f"users{users}-days{days}-seed{seed}"
-    if (target / "summary.json").exists():
-        return target / "landing"
-    shutil.rmtree(target, ignore_errors=True)
-    print(f"simulating {users:,} users x {days} days into {target} (once)...", file=sys.stderr)
-    started = time.perf_counter()
-    summary = simulate(
-        SimulationConfig(users=users, days=days, seed=seed), target / "landing", target / "truth"
-    )
-    info = {k: v for k, v in vars(summary).items() if isinstance(v, int | float)}
-    info["simulate_seconds"] = time.perf_counter() - started
-    (target / "summary.json").write_text(json.dumps(info))
-    return target / "landing"
-
-
 def ensure_warehouse(workdir: Path, users: int, days: int, seed: int) -> tuple[Path, dict]:
     """A warehouse with ledger.transfers built from that landing data, made once."""
     from pipelines.ledger.current import refresh_transfers
@@ -103,7 +85,7 @@ def ensure_warehouse(workdir: Path, users: int, days: int, seed: int) -> tuple[P
     db, marker = target / "warehouse.duckdb", target / "warehouse.json"
     if marker.exists() and db.exists():
         return db, json.loads(marker.read_text())
-    landing = ensure_landing(workdir, users, days, seed)
+    landing, _ = ensure_landing(workdir, users, days, seed)
     target.mkdir(parents=True, exist_ok=True)
     building = target / "warehouse.building.duckdb"
     building.unlink(missing_ok=True)

@@ -60,13 +60,14 @@ class RiskResource(dg.ConfigurableResource):
     transfer_service_url: str | None = None
     ground_truth_path: str | None = None  # simulator truth: judges test windows, never training
     allowlist_path: str | None = None
-    test_days: int = 7
-    delay_days: int = 7
-    folds: int = 3
-    maturity_days: int = 30
-    hold_rate: float = 0.005
-    review_capacity: int = 100
-    delivery_window_hours: float = 2.0
+    # Defaults are LoopSettings' own, so that the two never disagree.
+    test_days: int = LoopSettings.test_days
+    delay_days: int = LoopSettings.delay_days
+    folds: int = LoopSettings.folds
+    maturity_days: int = LoopSettings.maturity_days
+    hold_rate: float = LoopSettings.hold_rate
+    review_capacity: int = LoopSettings.review_capacity
+    delivery_window_hours: float = LoopSettings.delivery_window_hours
 
     @property
     def registry(self) -> ModelRegistry:
