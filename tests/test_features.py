@@ -333,8 +333,8 @@ def test_the_big_batch_path_gives_the_same_features(
     ledger: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From a million rows the output block is mapped up front in a second thread, freed
-    memory is kept, and numba kernels find window starts and return columns to row order:
-    the features must not change."""
+    memory is kept, and numba kernels find window starts, sum windows and return columns to
+    row order: the features must not change."""
     transfers, events, labels = ledger
     normal = compute_features(transfers, events, labels)
     mapped = []
@@ -349,6 +349,42 @@ def test_the_big_batch_path_gives_the_same_features(
     big = compute_features(transfers, events, labels)
     assert [b.shape for b in mapped] == [(len(FEATURE_NAMES), transfers.height)]
     assert big.equals(normal)
+
+
+def test_window_sums_slide_exactly_as_prefix_differences() -> None:
+    """The sliding-window kernel equals differences of prefix sums, wrapping int64 included."""
+    from pipelines.features import _kernels
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    key = np.sort(rng.integers(0, 700, n))
+    new = np.r_[True, key[1:] != key[:-1]]
+    first = np.flatnonzero(new)
+    start = first[np.cumsum(new) - 1]
+    hi = np.maximum.accumulate(np.maximum(start, np.arange(n) - rng.integers(0, 2, n)))
+    lo = np.maximum.accumulate(np.maximum(start, hi - rng.integers(0, 6, n)))
+    for values in (rng.integers(-(2**62), 2**62, n), rng.random(n) < 0.3):
+        prefix = np.zeros(n + 1, dtype=np.int64)
+        with np.errstate(over="ignore"):
+            np.cumsum(values, dtype=np.int64, out=prefix[1:])
+            want = prefix[hi] - prefix[lo]
+        got = np.empty(n, dtype=np.int64)
+        _kernels.range_sums(np.append(first, n), lo, hi, values, got)
+        assert np.array_equal(got, want)
+
+
+def test_an_error_on_the_payee_thread_reaches_the_caller(
+    ledger: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payee side runs on a second thread: its failure must surface, not hang or vanish."""
+    transfers, events, labels = ledger
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("payee side failed")
+
+    monkeypatch.setattr(engine, "_payee_features", broken)
+    with pytest.raises(RuntimeError, match="payee side failed"):
+        compute_features(transfers, events, labels)
 
 
 # --- 2. point in time ---------------------------------------------------------------------

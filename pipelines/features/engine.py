@@ -30,11 +30,13 @@ of sorted (key, time) integers. Distinct counts in a window use each (payer, pay
 previous and next occurrence, so they need no extra sort; account events and fraud reports,
 being few, are merged into the sorted transfers. Strings are keyed by two independent 64-bit
 hashes (a 128-bit key); nothing else is approximate. Everything is numpy over whole columns,
-single-threaded, except in batches of a million rows or more, where numba kernels
-(`_kernels.py`) find window starts in one pass per key and write columns back to row order on
-both cores. Fresh memory costs 1-3 s per GB in page faults on the 2-core VM, so the engine
-keeps temporaries few (see _freed_memory_kept), and a second thread maps the output block all
-at once while the inputs are read (see _populated_block).
+with the payer side on one thread and the payee side on another (see _compute). In batches of
+a million rows or more numba kernels (`_kernels.py`) replace three numpy steps: they find
+window starts in one pass per key, sum a window by sliding it along each key instead of
+differencing prefix sums, and write columns back to row order. Fresh memory costs 1-3 s per
+GB in page faults on the 2-core VM, so the engine keeps temporaries few (see
+_freed_memory_kept), and a thread maps the output block all at once while the inputs are read
+(see _populated_block).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 import duckdb
 import numpy as np
@@ -254,14 +257,20 @@ class _Groups:
     tie: np.ndarray  # first position with the same key and created_at: rows before are prior
     time: np.ndarray  # created_at of each position
 
-    @property
+    @cached_property
     def start(self) -> np.ndarray:
+        """Per position: its key's first position."""
         return self.first[self.gid]
 
     @property
     def end(self) -> np.ndarray:
         """Per key: the position after its last row."""
         return np.append(self.first[1:], self.perm.size)
+
+    @cached_property
+    def bounds(self) -> np.ndarray:
+        """Each key's first position, then the number of positions."""
+        return np.append(self.first, self.perm.size)
 
     def to_rows(self, values: np.ndarray) -> np.ndarray:
         out = np.empty(values.size, dtype=values.dtype)
@@ -459,7 +468,9 @@ def _freed_memory_kept() -> Iterator[None]:
     By default each large array is mmap'ed and handed back to the kernel when freed, so the
     next one is faulted in again page by page. On the project's 2-core VM that kernel time was
     half the wall time of a 10M-row batch (about 1 s per GB). Keeping freed blocks in the heap
-    reuses pages already mapped; malloc_trim hands them back at the end.
+    reuses pages already mapped; malloc_trim hands them back at the end. This holds for the
+    main thread only: glibc serves other threads' blocks over 64 MB by mmap whatever the
+    settings, which is why the second thread of _compute costs more kernel time per row.
     """
     name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(name) if name else None
@@ -543,6 +554,18 @@ def _in_window(prefix: np.ndarray, tie: np.ndarray, lo: np.ndarray) -> np.ndarra
     return out
 
 
+def _range_sum(
+    g: _Groups, values: np.ndarray, lo: np.ndarray, hi: np.ndarray, kernels=None
+) -> np.ndarray:
+    """Per position: the int64 sum of `values` (in position order) over positions [lo, hi)
+    of its key; lo and hi do not decrease along a key (window starts, ties, key starts)."""
+    if kernels is None:
+        return _in_window(_prefix(values), hi, lo)
+    out = np.empty(values.size, dtype=np.int64)
+    kernels.range_sums(g.bounds, lo, hi, values, out)
+    return out
+
+
 def _transfer_features(inp: _Inputs, out: _Out) -> None:
     out.put("amount_log", np.log1p(inp.amount / 100))
     out.put("payee_is_merchant", _bit(inp.flags, MERCHANT))
@@ -572,9 +595,9 @@ def _pair_features(payer: _Groups, payee: _Groups, inp: _Inputs, out: _Out) -> n
     start, tie, perm, time = pair.start, pair.tie, pair.perm, pair.time
     prior = tie - start
     amount = inp.amount[perm]
-    sums = _prefix(amount)
+    sums = _range_sum(pair, amount, start, tie, out.kernels)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = amount / (_in_window(sums, tie, start) / prior)
+        ratio = amount / (sums / prior)
         days = (time - time[tie - 1]) / DAY
     del sums, amount
     none = prior == 0
@@ -655,7 +678,7 @@ def _event_spans(
 
 
 def _zscore(
-    amount: np.ndarray, ok: np.ndarray, start: np.ndarray, lo: np.ndarray, tie: np.ndarray
+    g: _Groups, amount: np.ndarray, ok: np.ndarray, lo: np.ndarray, kernels=None
 ) -> np.ndarray:
     """(amount - mean) / sample std of the key's successful amounts in positions [lo, tie).
 
@@ -666,21 +689,17 @@ def _zscore(
     are redone with Python integers, and windows whose s2 itself might not fit (thousands of
     near-limit amounts in 30 days) in floating point.
     """
-    own = amount - amount[start]
+    tie = g.tie
+    own = amount - amount[g.start]
     dev = np.where(ok, own, 0)
-    count = _prefix(ok)
-    cnt = _in_window(count, tie, lo)
-    del count
-    sums = _prefix(dev)
-    s1 = _in_window(sums, tie, lo)
-    del sums
+    cnt = _range_sum(g, ok, lo, tie, kernels)
+    s1 = _range_sum(g, dev, lo, tie, kernels)
     top = float(np.abs(dev).max()) if dev.size else 0.0
     most = float(cnt.max()) if cnt.size else 0.0
     with np.errstate(over="ignore"):
         np.multiply(dev, dev, out=dev)
-        squares = _prefix(dev)
-        s2 = _in_window(squares, tie, lo)
-        del squares, dev
+        s2 = _range_sum(g, dev, lo, tie, kernels)
+        del dev
         q = cnt * s2
         q -= s1 * s1
     if most * most * top * top >= 2.0**62:  # a product might overflow somewhere: find where
@@ -710,10 +729,9 @@ def _window_bounds(
 ) -> dict[str, np.ndarray]:
     """Per window: the first position of the key at or after created_at - span."""
     if kernels is not None:
-        first = np.append(g.first, g.gid.size)
         lo = {w: np.empty(g.gid.size, dtype=np.intp) for w in spans}
         for w, span in spans.items():
-            kernels.window_starts(g.time, first, span, lo[w])
+            kernels.window_starts(g.time, g.bounds, span, lo[w])
         return lo
     base = clock.base(g.gid)
     lo = {}
@@ -728,28 +746,27 @@ def _window_bounds(
 def _payer_features(
     g: _Groups,
     inp: _Inputs,
-    facts: np.ndarray,
     clock: _Clock,
     events: _EventTable,
     keys: _Keys,
     out: _Out,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Payer features; returns the encoded positions and the prefix sums of money sent."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Payer features but those of counterparties; returns the encoded positions, the prefix
+    sums of money sent and the 24-hour window starts."""
     key, perm, tie = g.gid, g.perm, g.tie
     n = key.size
     enc = clock.encode(key, g.time)
     lo = _window_bounds(clock, g, enc, _PAYER_WINDOWS, out.kernels)
     amount = inp.amount[perm]
-    sums = _prefix(amount)
-    at_tie, work, ratio = sums[tie], np.empty(n, dtype=np.int64), np.empty(n)
+    work, ratio = np.empty(n, dtype=np.int64), np.empty(n)
     for w in _PAYER_WINDOWS:
         np.copyto(ratio, np.subtract(tie, lo[w], out=work))  # scatters cast slowly: cast first
         out.put(f"payer_count_{w}", ratio, perm)
-        np.take(sums, lo[w], out=work)
-        np.subtract(at_tie, work, out=work)
-        out.put(f"payer_amount_{w}", np.divide(work, 100, out=ratio), perm)
+        sums = _range_sum(g, amount, lo[w], tie, out.kernels)
+        out.put(f"payer_amount_{w}", np.divide(sums, 100, out=ratio), perm)
+        del sums
     lo24, lo30 = lo["24h"], lo["30d"]
-    del sums, at_tie, lo
+    del lo
     flags = inp.flags[perm]
     ok = _bit(flags, OK)
     good = amount.astype(np.float64)
@@ -758,8 +775,7 @@ def _payer_features(
     del good
     out.put("payer_amount_ratio_median_30d", np.divide(amount, median, out=ratio), perm)
     del median
-    start = g.start
-    out.put("payer_amount_zscore_30d", _zscore(amount, ok, start, lo30, tie), perm)
+    out.put("payer_amount_zscore_30d", _zscore(g, amount, ok, lo30, out.kernels), perm)
 
     kinds = [_EVENT_CODE[k] for k in _PAYER_EVENTS.values()]
     ev_key = keys.find(events.h0, events.h1)
@@ -768,40 +784,41 @@ def _payer_features(
         out.put_some(name, perm[pos], hours)
     del spans, ev_key
 
-    count24 = tie - lo24
-    pf = facts[perm]
-    out.put("payer_distinct_payees_24h", _distinct(pf, "24h", tie, start, lo24), perm)
-    firsts = _prefix(_bit(pf, PAIR_FIRST))
-    del pf
-    out.put("payer_new_payee_share_24h", _ratio(_in_window(firsts, tie, lo24), count24), perm)
-    del firsts
     for name, mask in (("pin", PIN_FAIL), ("funds", FUNDS_FAIL)):
-        fails = _prefix(_bit(flags, mask))
-        out.put(f"payer_failed_{name}_24h", _in_window(fails, tie, lo24), perm)
-    night = _prefix(_bit(flags, NIGHT))
-    out.put("payer_night_share_30d", _ratio(_in_window(night, tie, lo30), tie - lo30), perm)
+        fails = _range_sum(g, _bit(flags, mask), lo24, tie, out.kernels)
+        out.put(f"payer_failed_{name}_24h", fails, perm)
+    night = _range_sum(g, _bit(flags, NIGHT), lo30, tie, out.kernels)
+    out.put("payer_night_share_30d", _ratio(night, tie - lo30), perm)
     del night, fails, flags
     amount[~ok] = 0
-    return enc, _prefix(amount)
+    return enc, _prefix(amount), lo24
 
 
-def _distinct(
-    facts: np.ndarray, w: str, tie: np.ndarray, start: np.ndarray, lo: np.ndarray
-) -> np.ndarray:
+def _payer_counterparty_features(
+    g: _Groups, facts: np.ndarray, lo24: np.ndarray, out: _Out
+) -> None:
+    """The payer's distinct and first-time payees over 24 hours, from the pair facts."""
+    perm, tie = g.perm, g.tie
+    pf = facts[perm]
+    distinct = _distinct(g, pf, "24h", lo24, out.kernels)
+    out.put("payer_distinct_payees_24h", distinct, perm)
+    firsts = _range_sum(g, _bit(pf, PAIR_FIRST), lo24, tie, out.kernels)
+    del pf
+    out.put("payer_new_payee_share_24h", _ratio(firsts, tie - lo24), perm)
+
+
+def _distinct(g: _Groups, facts: np.ndarray, w: str, lo: np.ndarray, kernels=None) -> np.ndarray:
     """Distinct counterparties in positions [lo, tie) from the pair facts (see _pair_features)."""
-    far = _prefix(_bit(facts, _FAR[w]))
-    repeat = _prefix(_bit(facts, _REPEAT[w]))
+    start, tie = g.start, g.tie
     out = tie - start
-    out -= _in_window(repeat, tie, start)
-    out -= _in_window(far, lo, start)
+    out -= _range_sum(g, _bit(facts, _REPEAT[w]), start, tie, kernels)
+    out -= _range_sum(g, _bit(facts, _FAR[w]), start, lo, kernels)
     return out
 
 
 def _payee_features(
     g: _Groups,
     payer: _Groups,
-    payer_enc: np.ndarray,
-    sent: np.ndarray,
     inp: _Inputs,
     facts: np.ndarray,
     clock: _Clock,
@@ -809,44 +826,30 @@ def _payee_features(
     keys: _Keys,
     payer_keys: _Keys,
     out: _Out,
-) -> None:
+) -> _Onward:
+    """Payee features but pass-through; returns what pass-through needs of them."""
     key, perm, tie, start = g.gid, g.perm, g.tie, g.start
     enc = clock.encode(key, g.time)
     lo = _window_bounds(clock, g, enc, _PAYEE_WINDOWS, out.kernels)
 
     pf = facts[perm]
     for w in _DISTINCT_WINDOWS:
-        out.put(f"payee_distinct_payers_{w}", _distinct(pf, w, tie, start, lo[w]), perm)
+        out.put(f"payee_distinct_payers_{w}", _distinct(g, pf, w, lo[w], out.kernels), perm)
     del pf
     flags = inp.flags[perm]
     received = inp.amount[perm]
     received[~_bit(flags, OK)] = 0
-    inbound = _in_window(_prefix(received), tie, lo["24h"])
+    inbound = _range_sum(g, received, lo["24h"], tie, out.kernels)
     del received
     out.put("payee_inbound_amount_24h", inbound / 100, perm)
 
-    # The payee as a payer: the money it sent on over the same 24 hours.
-    as_payer = payer_keys.find(keys.h0, keys.h1)[key]
-    known = np.flatnonzero(as_payer >= 0)
-    q_key, q_time = as_payer[known], g.time[known]
-    del as_payer
-    hi, lo_sent = _lower_bounds(
-        clock,
-        payer.gid,
-        payer_enc,
-        [(q_key, clock.encode(q_key, q_time)), (q_key, clock.encode(q_key, q_time - DAY))],
-    )
-    outbound = np.zeros(key.size, dtype=np.int64)
-    outbound[known] = sent[hi] - sent[lo_sent]
-    del hi, lo_sent, sent, payer_enc
-    out.put("payee_passthrough_24h", _ratio(outbound, inbound), perm)
-    del outbound, inbound
-
     # Account age: latest registration, else first appearance as payee or payer (which is
     # prior exactly when it is before t).
+    as_payer = payer_keys.find(keys.h0, keys.h1)[key]
+    known = np.flatnonzero(as_payer >= 0)
+    as_payer = as_payer[known]
     seen = g.time[g.first][key]
-    seen[known] = np.minimum(seen[known], payer.time[payer.first][q_key])
-    del q_key, q_time, known
+    seen[known] = np.minimum(seen[known], payer.time[payer.first][as_payer])
     ev_key = keys.find(events.h0, events.h1)
     code = _EVENT_CODE["REGISTERED"]
     ((pos, hours),) = _event_spans(g, enc, clock, ev_key, events.time, events.kind, [code])
@@ -861,9 +864,42 @@ def _payee_features(
     frauds = _fraud_reports(g, enc, clock, inp.fraud_rows, inp.fraud_known_at)
     out.put("payee_fraud_reports", frauds, perm)
     out.put("payee_fraud_rate_reported", frauds / (tie - start + FRAUD_RATE_PRIOR), perm)
-    fails = _prefix(_bit(flags, FAILED))
     lo7 = lo["7d"]
-    out.put("payee_decline_rate_7d", _ratio(_in_window(fails, tie, lo7), tie - lo7), perm)
+    fails = _range_sum(g, _bit(flags, FAILED), lo7, tie, out.kernels)
+    out.put("payee_decline_rate_7d", _ratio(fails, tie - lo7), perm)
+    return _Onward(known=known, as_payer=as_payer, inbound=inbound)
+
+
+@dataclass
+class _Onward:
+    """Per payee position: the positions whose payee also pays (`known`), its payer key id
+    there (`as_payer`), and the money it received over 24 hours (`inbound`, all positions)."""
+
+    known: np.ndarray
+    as_payer: np.ndarray
+    inbound: np.ndarray
+
+
+def _passthrough(
+    g: _Groups,
+    payer: _Groups,
+    payer_enc: np.ndarray,
+    sent: np.ndarray,
+    onward: _Onward,
+    clock: _Clock,
+    out: _Out,
+) -> None:
+    """payee_passthrough_24h: what the payee sent on over the 24 hours before, as a payer."""
+    q_key, q_time = onward.as_payer, g.time[onward.known]
+    hi, lo_sent = _lower_bounds(
+        clock,
+        payer.gid,
+        payer_enc,
+        [(q_key, clock.encode(q_key, q_time)), (q_key, clock.encode(q_key, q_time - DAY))],
+    )
+    outbound = np.zeros(g.gid.size, dtype=np.int64)
+    outbound[onward.known] = sent[hi] - sent[lo_sent]
+    out.put("payee_passthrough_24h", _ratio(outbound, onward.inbound), g.perm)
 
 
 def _fraud_reports(
@@ -928,23 +964,40 @@ def _event_table(account_events: pl.DataFrame) -> _EventTable:
 def _compute(
     inp: _Inputs, account_events: pl.DataFrame, block: Future[np.ndarray] | None = None
 ) -> np.ndarray:
-    """Every feature, one row of the returned block per FEATURE_NAMES, in created_at order."""
+    """Every feature, one row of the returned block per FEATURE_NAMES, in created_at order.
+
+    The payer side runs on this thread and the payee side on a second one, in three steps
+    joined in turn (each side needs the other's result of the step before). numpy and Polars
+    release the GIL in their loops, so the two sides share the two cores.
+    """
     t, h = inp.t, inp.hashes
     clock = _Clock.around(t)
     out = _Out(t.size, None if block is None else block.result(), big=block is not None)
-    _transfer_features(inp, out)
-    events = _event_table(account_events)
-    payer = _group(h["payer_vpa_0"], h["payer_vpa_1"], t)
-    payer_keys = _Keys.of(payer, h.pop("payer_vpa_0"), h.pop("payer_vpa_1"))
-    payee = _group(h["payee_vpa_0"], h["payee_vpa_1"], t)
-    payee_keys = _Keys.of(payee, h.pop("payee_vpa_0"), h.pop("payee_vpa_1"))
-    facts = _pair_features(payer, payee, inp, out)
-    out.put("payer_new_device", _new_device(payer, inp), payer.perm)
-    h.clear()
-    payer_enc, sent = _payer_features(payer, inp, facts, clock, events, payer_keys, out)
-    _payee_features(
-        payee, payer, payer_enc, sent, inp, facts, clock, events, payee_keys, payer_keys, out
-    )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        payee_side = pool.submit(_group, h["payee_vpa_0"], h["payee_vpa_1"], t)
+        _transfer_features(inp, out)
+        events = _event_table(account_events)
+        payer = _group(h["payer_vpa_0"], h["payer_vpa_1"], t)
+        payer_keys = _Keys.of(payer, h.pop("payer_vpa_0"), h.pop("payer_vpa_1"))
+        payee = payee_side.result()
+        payee_keys = _Keys.of(payee, h.pop("payee_vpa_0"), h.pop("payee_vpa_1"))
+
+        def payee_features() -> tuple[np.ndarray, _Onward]:
+            facts = _pair_features(payer, payee, inp, out)
+            onward = _payee_features(
+                payee, payer, inp, facts, clock, events, payee_keys, payer_keys, out
+            )
+            return facts, onward
+
+        payee_side = pool.submit(payee_features)
+        out.put("payer_new_device", _new_device(payer, inp), payer.perm)
+        h.clear()
+        payer_enc, sent, lo24 = _payer_features(payer, inp, clock, events, payer_keys, out)
+        facts, onward = payee_side.result()
+
+        payee_side = pool.submit(_passthrough, payee, payer, payer_enc, sent, onward, clock, out)
+        _payer_counterparty_features(payer, facts, lo24, out)
+        payee_side.result()
     missing = set(FEATURE_NAMES) ^ out.done
     assert not missing, f"features computed and catalogued differ: {sorted(missing)}"
     return out.block
