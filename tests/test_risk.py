@@ -639,6 +639,8 @@ def test_promotion_only_on_improvement_and_challengers_kept(
     worse = registry.promote("v2")
     assert not worse.promoted and "stays a challenger" in worse.reason
     assert worse.candidate_value == 0.25 and worse.live_value == 0.30
+    registry.promote("v2")  # the same decision again (a re-run job) is not logged twice
+    assert len(registry.promotions()) == 2
 
     _register(registry, fitted_small, "v3", ap=0.30)  # a tie does not promote
     tie = registry.promote("v3")

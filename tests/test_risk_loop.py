@@ -4,11 +4,13 @@ import datetime as dt
 import json
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from pipelines.decisions.outbox import operational_engine, status_counts
 from pipelines.definitions import defs
 from pipelines.defs.resources import TRANSFER_SERVICE_ENV, default_resources
+from pipelines.risk.model import GradientBoostingRiskModel
 from pipelines.sandbox.simulator import SimulationConfig, simulate
 from pipelines.sandbox.transfer_service import ReferenceTransferService
 from pipelines.settings import DataDir
@@ -98,3 +100,24 @@ def test_train_gate_score_deliver_and_rerun(tmp_path, monkeypatch):
             ).fetchall()[0][0]
             decisions = con.sql("SELECT count(*) FROM risk.transfer_decisions").fetchall()[0][0]
         assert shadow == 0 and live_rows == transfers and decisions == transfers
+
+        # A worse candidate (trained on scrambled labels) is stopped by the gate, stays a
+        # challenger, and the gate's decision is in the promotion log.
+        fit = GradientBoostingRiskModel.fit
+
+        def scrambled(self, X, y, **kwargs):
+            return fit(self, X, np.random.default_rng(0).permutation(np.asarray(y)), **kwargs)
+
+        monkeypatch.setattr(GradientBoostingRiskModel, "fit", scrambled)
+        third = _run(definitions, "risk_training", resources)
+        gate = [
+            e.event_specific_data
+            for e in third.all_events
+            if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ]
+        assert [g.passed for g in gate] == [False]
+        candidate = gate[0].metadata["candidate"].value
+        assert registry.live_version() == live and registry.challengers() == [candidate]
+        last = registry.promotions()[-1]
+        assert last["candidate"] == candidate and not last["promoted"]
+        assert "stays a challenger" in last["reason"]

@@ -35,7 +35,7 @@ a million rows or more numba kernels (`_kernels.py`) replace three numpy steps: 
 window starts in one pass per key, sum a window by sliding it along each key instead of
 differencing prefix sums, and write columns back to row order. Fresh memory costs 1-3 s per
 GB in page faults on the 2-core VM, so the engine keeps temporaries few (see
-_freed_memory_kept), and a thread maps the output block all at once while the inputs are read
+_big_batch_memory), and a thread maps the output block all at once while the inputs are read
 (see _populated_block).
 """
 
@@ -54,6 +54,7 @@ from functools import cached_property
 import duckdb
 import numpy as np
 import polars as pl
+from numpy._core import multiarray as _multiarray
 
 from pipelines.features.definitions import FEATURE_NAMES
 
@@ -462,30 +463,37 @@ def _rolling_median_prior(
 
 
 @contextmanager
-def _freed_memory_kept() -> Iterator[None]:
-    """Serve large numpy temporaries from the malloc heap while computing (glibc only).
+def _big_batch_memory() -> Iterator[None]:
+    """Memory settings for a big batch, process-wide while it runs, restored afterwards.
 
-    By default each large array is mmap'ed and handed back to the kernel when freed, so the
-    next one is faulted in again page by page. On the project's 2-core VM that kernel time was
-    half the wall time of a 10M-row batch (about 1 s per GB). Keeping freed blocks in the heap
-    reuses pages already mapped; malloc_trim hands them back at the end. This holds for the
-    main thread only: glibc serves other threads' blocks over 64 MB by mmap whatever the
-    settings, which is why the second thread of _compute costs more kernel time per row.
+    - Large numpy temporaries come from the malloc heap (glibc only). By default each one is
+      mmap'ed and handed back to the kernel when freed, so the next one is faulted in again.
+      Fresh memory costs 1-3 s per GB in page faults on the project's 2-core VM; keeping
+      freed blocks in the heap reuses pages already mapped, and malloc_trim hands them back
+      at the end. This holds for the main thread only: glibc serves other threads' blocks
+      over 64 MB by mmap whatever the settings.
+    - numpy stops asking for transparent huge pages. A huge-page fault may first compact
+      memory to find 2 MB free; on the VM that doubled the kernel time of a 10M-row batch
+      (13-15 s of system time with them, 6-8 s without).
     """
     name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(name) if name else None
-    if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
-        yield
-        return
+    glibc = libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")
     m_trim_threshold, m_mmap_max = -1, -4
-    libc.mallopt(m_mmap_max, 0)
-    libc.mallopt(m_trim_threshold, 2**31 - 1)
+    if glibc:
+        libc.mallopt(m_mmap_max, 0)
+        libc.mallopt(m_trim_threshold, 2**31 - 1)
+    huge_pages = getattr(_multiarray, "_set_madvise_hugepage", None)
+    asked = huge_pages(False) if huge_pages else None
     try:
         yield
     finally:
-        libc.mallopt(m_mmap_max, 65536)  # glibc's defaults
-        libc.mallopt(m_trim_threshold, 128 * 1024)
-        libc.malloc_trim(0)
+        if huge_pages:
+            huge_pages(asked)
+        if glibc:
+            libc.mallopt(m_mmap_max, 65536)  # glibc's defaults
+            libc.mallopt(m_trim_threshold, 128 * 1024)
+            libc.malloc_trim(0)
 
 
 def _populated_block(n: int) -> np.ndarray:
@@ -1018,16 +1026,15 @@ def compute_features(
     the output to those transfer_ids; every transfer still counts as history.
     """
     big = transfers.height >= _BIG_BATCH
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Only big batches gain from the memory settings, and they are process-wide.
+    with _big_batch_memory() if big else nullcontext(), ThreadPoolExecutor(1) as pool:
         block = pool.submit(_populated_block, transfers.height) if big else None
         inp = _inputs(transfers, labels)
         if inp.t.size == 0:
             return pl.DataFrame(
                 schema={"transfer_id": pl.String, **dict.fromkeys(FEATURE_NAMES, pl.Float64)}
             )
-        # Only big batches gain from keeping freed memory, and the setting is process-wide.
-        with _freed_memory_kept() if big else nullcontext():
-            block = _compute(inp, account_events, block)
+        block = _compute(inp, account_events, block)
     frame = pl.DataFrame(
         [
             inp.transfer_id,

@@ -332,12 +332,28 @@ class ModelRegistry:
             test_window=manifest.get("test_window"),
             decided_at=dt.datetime.now(dt.UTC).isoformat(),
         )
-        if dry_run:
-            return decision
+        if not dry_run:
+            self.record(decision)
+        return decision
+
+    def record(self, decision: PromotionDecision) -> None:
+        """Append a decision to promotions.jsonl: `promote` does for what it acts on, and the
+        blocking check for a candidate it stops (nothing downstream then records it).
+
+        A decision equal but for its time to the candidate's latest one is not appended again:
+        a re-run job leaves the log as it was.
+        """
+        entry = decision.as_dict()
+        latest = [p for p in self.promotions() if p.get("candidate") == decision.candidate]
+        if latest and _without_time(latest[-1]) == _without_time(entry):
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / PROMOTIONS_FILE, "a", encoding="utf-8") as log:
-            log.write(json.dumps(decision.as_dict()) + "\n")
-        return decision
+            log.write(json.dumps(entry) + "\n")
+
+
+def _without_time(decision: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in decision.items() if k != "decided_at"}
 
 
 def model_card(manifest: Mapping[str, Any]) -> str:

@@ -107,9 +107,13 @@ def risk_model_beats_live(
         meta["version"], live_metrics=meta.get("live_metrics") or None, dry_run=True
     )
     # A candidate that is the live model already (trained again on the same data) passes:
-    # the promotion step then changes nothing.
+    # the promotion step then changes nothing. A candidate stopped here stays a challenger;
+    # the promotion step will not run, so the decision is recorded now.
+    passed = decision.promoted or decision.live_before == decision.candidate
+    if not passed:
+        risk.registry.record(decision)
     return dg.AssetCheckResult(
-        passed=decision.promoted or decision.live_before == decision.candidate,
+        passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"candidate": decision.candidate, "reason": decision.reason},
     )
