@@ -2,6 +2,10 @@
 single-transfer path stays plain numpy). Each does what the numpy code beside its use does,
 on both cores; tests check that both paths give the same features.
 
+Each kernel is compiled for the argument types the engine passes, once, when this module is
+imported (the machine code is cached beside it): the engine imports it on a spare thread
+while it reads its inputs, instead of paying for it at the first call of each type.
+
 The engine calls them from two threads. Each kernel already uses both cores, and numba's
 fallback threading layer (workqueue, when neither OpenMP nor TBB is installed) aborts the
 process on concurrent launches, so launches take turns."""
@@ -10,17 +14,23 @@ import threading
 
 import numba
 import numpy as np
+from numba import boolean, float64, int64, void
 
 _launch = threading.Lock()
+_POSITIONS = int64[::1]  # positions and row numbers (intp)
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+def _kernel(*signatures):
+    return numba.njit(list(signatures), parallel=True, nogil=True, cache=True)
+
+
+@_kernel(*(void(float64[::1], _POSITIONS, v[::1]) for v in (boolean, int64, float64)))
 def _scatter(out: np.ndarray, perm: np.ndarray, values: np.ndarray) -> None:
     for i in numba.prange(perm.size):
         out[perm[i]] = values[i]
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+@_kernel(void(int64[::1], _POSITIONS, int64, _POSITIONS))
 def _window_starts(time: np.ndarray, first: np.ndarray, span: int, out: np.ndarray) -> None:
     for k in numba.prange(first.size - 1):
         lo = first[k]
@@ -30,7 +40,7 @@ def _window_starts(time: np.ndarray, first: np.ndarray, span: int, out: np.ndarr
             out[p] = lo
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+@_kernel(*(void(_POSITIONS, _POSITIONS, _POSITIONS, v[::1], int64[::1]) for v in (boolean, int64)))
 def _range_sums(
     first: np.ndarray, lo: np.ndarray, hi: np.ndarray, values: np.ndarray, out: np.ndarray
 ) -> None:

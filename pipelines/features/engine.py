@@ -49,7 +49,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cache, cached_property
+from types import ModuleType
 
 import duckdb
 import numpy as np
@@ -476,9 +477,8 @@ def _big_batch_memory() -> Iterator[None]:
       memory to find 2 MB free; on the VM that doubled the kernel time of a 10M-row batch
       (13-15 s of system time with them, 6-8 s without).
     """
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    glibc = libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")
+    libc = _libc()
+    glibc = libc is not None
     m_trim_threshold, m_mmap_max = -1, -4
     if glibc:
         libc.mallopt(m_mmap_max, 0)
@@ -497,18 +497,43 @@ def _big_batch_memory() -> Iterator[None]:
 
 
 def _populated_block(n: int) -> np.ndarray:
-    """A zeroed (features x n) float64 block whose pages the kernel maps all at once.
+    """A zeroed (features x n) float64 block whose pages are mapped before features are written.
 
-    MAP_POPULATE maps the 3.5 GB of a 10M-row block in about 1 s, where faulting it in page
-    by page as features are written cost the computing thread 5-7 s of system time here;
-    called from a second thread, the mapping overlaps with reading the inputs.
+    Faulting the 3.5 GB of a 10M-row block in page by page as features are written cost the
+    computing threads 5-7 s of system time here. Run on a thread of its own, this maps it
+    in about 1 s while the inputs are read, 64 MB at a time (MADV_POPULATE_WRITE, Linux
+    5.14+) so that the other threads' own mappings never wait long behind it.
     """
     shape = (len(FEATURE_NAMES), n)
-    populate = getattr(mmap, "MAP_POPULATE", None)  # Linux only
-    if populate is None or n == 0:
+    libc = _libc()
+    if libc is None or not hasattr(libc, "madvise") or n == 0:
         return np.empty(shape)
-    buffer = mmap.mmap(-1, 8 * shape[0] * n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
-    return np.frombuffer(buffer, dtype=np.float64).reshape(shape)
+    size = 8 * shape[0] * n
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    block = np.frombuffer(buffer, dtype=np.float64).reshape(shape)
+    base, step = block.ctypes.data, 64 << 20
+    populate_write = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+    for start in range(0, size, step):
+        length = ctypes.c_size_t(min(step, size - start))
+        if libc.madvise(ctypes.c_void_p(base + start), length, populate_write) != 0:
+            break  # an older kernel: the pages fault in as they are written
+    return block
+
+
+def _big_batch_kernels() -> ModuleType:
+    """The numba kernels, loaded (numba's import and the cached machine code take ~1 s)."""
+    from pipelines.features import _kernels
+
+    return _kernels
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, when it is glibc-like (mallopt, malloc_trim, madvise); else None."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    needed = ("mallopt", "malloc_trim", "madvise")
+    return libc if libc is not None and all(hasattr(libc, f) for f in needed) else None
 
 
 class _Out:
@@ -517,13 +542,11 @@ class _Out:
     Temporaries freed while computing then reuse the same heap space instead of new pages.
     """
 
-    def __init__(self, n: int, block: np.ndarray | None = None, *, big: bool = False) -> None:
+    def __init__(
+        self, n: int, block: np.ndarray | None = None, kernels: ModuleType | None = None
+    ) -> None:
         self.block = np.empty((len(FEATURE_NAMES), n)) if block is None else block
-        self.kernels = None
-        if big:
-            from pipelines.features import _kernels
-
-            self.kernels = _kernels
+        self.kernels = kernels  # the numba kernels, for big batches
         self.rows = {name: i for i, name in enumerate(FEATURE_NAMES)}
         self.done: set[str] = set()
 
@@ -970,7 +993,9 @@ def _event_table(account_events: pl.DataFrame) -> _EventTable:
 
 
 def _compute(
-    inp: _Inputs, account_events: pl.DataFrame, block: Future[np.ndarray] | None = None
+    inp: _Inputs,
+    account_events: pl.DataFrame,
+    big: tuple[Future[np.ndarray], Future[ModuleType]] | None = None,
 ) -> np.ndarray:
     """Every feature, one row of the returned block per FEATURE_NAMES, in created_at order.
 
@@ -980,7 +1005,7 @@ def _compute(
     """
     t, h = inp.t, inp.hashes
     clock = _Clock.around(t)
-    out = _Out(t.size, None if block is None else block.result(), big=block is not None)
+    out = _Out(t.size) if big is None else _Out(t.size, big[0].result(), big[1].result())
     with ThreadPoolExecutor(max_workers=1) as pool:
         payee_side = pool.submit(_group, h["payee_vpa_0"], h["payee_vpa_1"], t)
         _transfer_features(inp, out)
@@ -995,13 +1020,13 @@ def _compute(
             onward = _payee_features(
                 payee, payer, inp, facts, clock, events, payee_keys, payer_keys, out
             )
+            out.put("payer_new_device", _new_device(payer, inp), payer.perm)  # for balance
             return facts, onward
 
         payee_side = pool.submit(payee_features)
-        out.put("payer_new_device", _new_device(payer, inp), payer.perm)
-        h.clear()
         payer_enc, sent, lo24 = _payer_features(payer, inp, clock, events, payer_keys, out)
         facts, onward = payee_side.result()
+        h.clear()
 
         payee_side = pool.submit(_passthrough, payee, payer, payer_enc, sent, onward, clock, out)
         _payer_counterparty_features(payer, facts, lo24, out)
@@ -1027,14 +1052,16 @@ def compute_features(
     """
     big = transfers.height >= _BIG_BATCH
     # Only big batches gain from the memory settings, and they are process-wide.
-    with _big_batch_memory() if big else nullcontext(), ThreadPoolExecutor(1) as pool:
-        block = pool.submit(_populated_block, transfers.height) if big else None
+    with _big_batch_memory() if big else nullcontext(), ThreadPoolExecutor(2) as pool:
+        ready = None
+        if big:  # made ready while the inputs are read
+            ready = pool.submit(_populated_block, transfers.height), pool.submit(_big_batch_kernels)
         inp = _inputs(transfers, labels)
         if inp.t.size == 0:
             return pl.DataFrame(
                 schema={"transfer_id": pl.String, **dict.fromkeys(FEATURE_NAMES, pl.Float64)}
             )
-        block = _compute(inp, account_events, block)
+        block = _compute(inp, account_events, ready)
     frame = pl.DataFrame(
         [
             inp.transfer_id,
