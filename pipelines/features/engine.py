@@ -1007,12 +1007,14 @@ def _compute(
     clock = _Clock.around(t)
     out = _Out(t.size) if big is None else _Out(t.size, big[0].result(), big[1].result())
     with ThreadPoolExecutor(max_workers=1) as pool:
-        payee_side = pool.submit(_group, h["payee_vpa_0"], h["payee_vpa_1"], t)
+        def payee_group() -> tuple[_Groups, _EventTable]:
+            return _group(h["payee_vpa_0"], h["payee_vpa_1"], t), _event_table(account_events)
+
+        payee_side = pool.submit(payee_group)
         _transfer_features(inp, out)
-        events = _event_table(account_events)
         payer = _group(h["payer_vpa_0"], h["payer_vpa_1"], t)
         payer_keys = _Keys.of(payer, h.pop("payer_vpa_0"), h.pop("payer_vpa_1"))
-        payee = payee_side.result()
+        payee, events = payee_side.result()
         payee_keys = _Keys.of(payee, h.pop("payee_vpa_0"), h.pop("payee_vpa_1"))
 
         def payee_features() -> tuple[np.ndarray, _Onward]:
