@@ -18,6 +18,7 @@ from numba import boolean, float64, int64, void
 
 _launch = threading.Lock()
 _POSITIONS = int64[::1]  # positions and row numbers (intp)
+_HOUR = 3_600_000_000  # microseconds, as engine.HOUR
 
 
 def _kernel(*signatures):
@@ -57,6 +58,20 @@ def _range_sums(
             out[p] = total
 
 
+@_kernel(void(float64[::1], _POSITIONS, int64[::1], _POSITIONS, _POSITIONS, int64[::1]))
+def _hours_since(
+    out: np.ndarray,
+    perm: np.ndarray,
+    time: np.ndarray,
+    start: np.ndarray,
+    stop: np.ndarray,
+    when: np.ndarray,
+) -> None:
+    for e in numba.prange(start.size):
+        for p in range(start[e], stop[e]):
+            out[perm[p]] = (time[p] - when[e]) / _HOUR
+
+
 def scatter(out: np.ndarray, perm: np.ndarray, values: np.ndarray) -> None:
     """out[perm[i]] = values[i], cast to out's type; perm has no repeats, so threads never
     write the same element. On 10M rows 3-4x faster than numpy's `out[perm] = values` here."""
@@ -82,3 +97,17 @@ def range_sums(
     no temporaries; integer sums wrap as numpy's prefix-sum differences do."""
     with _launch:
         _range_sums(first, lo, hi, values, out)
+
+
+def hours_since(
+    out: np.ndarray,
+    perm: np.ndarray,
+    time: np.ndarray,
+    start: np.ndarray,
+    stop: np.ndarray,
+    when: np.ndarray,
+) -> None:
+    """out[perm[p]] = (time[p] - when[e]) / HOUR for p in [start[e], stop[e]) of each event
+    e: the spans do not overlap. No expanded (position, event) arrays."""
+    with _launch:
+        _hours_since(out, perm, time, start, stop, when)

@@ -563,11 +563,15 @@ class _Out:
         else:
             self.column(name)[perm] = values
 
-    def put_some(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
-        """A column null except at `rows`."""
+    def put_hours_since(self, name: str, g: _Groups, spans: _Spans) -> None:
+        """Hours since the latest event of `spans` before each transfer; null if none."""
         column = self.column(name)
         column.fill(np.nan)
-        column[rows] = values
+        if self.kernels is not None:
+            self.kernels.hours_since(column, g.perm, g.time, spans.start, spans.stop, spans.time)
+            return
+        pos, hours = spans.hours(g)
+        column[g.perm[pos]] = hours
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -673,6 +677,23 @@ def _new_device(payer: _Groups, inp: _Inputs) -> np.ndarray:
     return head_new[run] & (payer.time == payer.time[heads][run])
 
 
+@dataclass
+class _Spans:
+    """Per event: it is the latest of its kind for positions [start, stop) of its key."""
+
+    start: np.ndarray
+    stop: np.ndarray
+    time: np.ndarray  # the event's time
+
+    def hours(self, g: _Groups) -> tuple[np.ndarray, np.ndarray]:
+        """The positions with an event strictly before them, and the hours since the latest."""
+        length = np.maximum(self.stop - self.start, 0)
+        event = np.repeat(np.arange(self.start.size), length)
+        offset = self.start - (np.cumsum(length) - length)
+        pos = np.arange(event.size) + np.repeat(offset, length)
+        return pos, (g.time[pos] - self.time[event]) / HOUR
+
+
 def _event_spans(
     g: _Groups,
     enc: np.ndarray,
@@ -681,13 +702,12 @@ def _event_spans(
     ev_time: np.ndarray,
     ev_kind: np.ndarray,
     kinds: list[int],
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per kind: the positions with an event of that kind of their key strictly before them,
-    and the hours since the latest such event.
+) -> list[_Spans]:
+    """Per kind: where each event of that kind is the latest one strictly before a position.
 
     Events are few, so each is merged into the sorted transfers once: it is the latest for the
     positions from the first one after it to the next event of its key and kind (or the key's
-    end). Only those positions are written.
+    end).
     """
     keep = ev_key >= 0
     ev_key, ev_time, ev_kind = ev_key[keep], ev_time[keep], ev_kind[keep]
@@ -701,10 +721,7 @@ def _event_spans(
         key, start, stop = ev_key[sel], after[sel], end[sel].copy()
         same = key[1:] == key[:-1]
         stop[:-1][same] = np.minimum(stop[:-1][same], start[1:][same])
-        length = np.maximum(stop - start, 0)
-        event = np.repeat(np.arange(sel.size), length)
-        pos = np.arange(event.size) + np.repeat(start - (np.cumsum(length) - length), length)
-        spans.append((pos, (g.time[pos] - ev_time[sel][event]) / HOUR))
+        spans.append(_Spans(start, stop, ev_time[sel]))
     return spans
 
 
@@ -811,8 +828,8 @@ def _payer_features(
     kinds = [_EVENT_CODE[k] for k in _PAYER_EVENTS.values()]
     ev_key = keys.find(events.h0, events.h1)
     spans = _event_spans(g, enc, clock, ev_key, events.time, events.kind, kinds)
-    for name, (pos, hours) in zip(_PAYER_EVENTS, spans, strict=True):
-        out.put_some(name, perm[pos], hours)
+    for name, span in zip(_PAYER_EVENTS, spans, strict=True):
+        out.put_hours_since(name, g, span)
     del spans, ev_key
 
     for name, mask in (("pin", PIN_FAIL), ("funds", FUNDS_FAIL)):
@@ -883,7 +900,8 @@ def _payee_features(
     seen[known] = np.minimum(seen[known], payer.time[payer.first][as_payer])
     ev_key = keys.find(events.h0, events.h1)
     code = _EVENT_CODE["REGISTERED"]
-    ((pos, hours),) = _event_spans(g, enc, clock, ev_key, events.time, events.kind, [code])
+    (span,) = _event_spans(g, enc, clock, ev_key, events.time, events.kind, [code])
+    pos, hours = span.hours(g)
     age = (g.time - seen) / HOUR
     age[seen >= g.time] = np.nan
     age[pos] = hours
@@ -1007,6 +1025,7 @@ def _compute(
     clock = _Clock.around(t)
     out = _Out(t.size) if big is None else _Out(t.size, big[0].result(), big[1].result())
     with ThreadPoolExecutor(max_workers=1) as pool:
+
         def payee_group() -> tuple[_Groups, _EventTable]:
             return _group(h["payee_vpa_0"], h["payee_vpa_1"], t), _event_table(account_events)
 
@@ -1022,11 +1041,11 @@ def _compute(
             onward = _payee_features(
                 payee, payer, inp, facts, clock, events, payee_keys, payer_keys, out
             )
-            out.put("payer_new_device", _new_device(payer, inp), payer.perm)  # for balance
             return facts, onward
 
         payee_side = pool.submit(payee_features)
         payer_enc, sent, lo24 = _payer_features(payer, inp, clock, events, payer_keys, out)
+        out.put("payer_new_device", _new_device(payer, inp), payer.perm)
         facts, onward = payee_side.result()
         h.clear()
 
