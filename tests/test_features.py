@@ -373,11 +373,17 @@ def test_window_sums_slide_exactly_as_prefix_differences() -> None:
         assert np.array_equal(got, want)
 
 
-def test_an_error_on_the_payee_thread_reaches_the_caller(
-    ledger: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("big", [False, True], ids=["inline", "threads"])
+def test_an_error_on_the_payee_side_reaches_the_caller(
+    ledger: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+    big: bool,
 ) -> None:
-    """The payee side runs on a second thread: its failure must surface, not hang or vanish."""
+    """Big batches run the payee side on a second thread: its failure must surface, not hang
+    or vanish (small batches run it inline)."""
     transfers, events, labels = ledger
+    if big:
+        monkeypatch.setattr(engine, "_BIG_BATCH", 1)
 
     def broken(*args: object) -> None:
         raise RuntimeError("payee side failed")

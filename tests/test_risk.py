@@ -28,6 +28,7 @@ from pipelines.risk.evaluation import (
 )
 from pipelines.risk.forest import CompiledForest
 from pipelines.risk.labels import evaluation_targets, known_outcomes, training_targets
+from pipelines.risk.loop import live_policy
 from pipelines.risk.model import (
     GradientBoostingRiskModel,
     LinearLogOdds,
@@ -517,6 +518,34 @@ def test_metrics_match_a_hand_computation() -> None:
     assert m["held_transfers"] == 6 and m["recall_at_hold"] == 1.0
     assert m["legit_payers_held"] == 1 and m["legit_payers_held_share"] == pytest.approx(1 / 3)
     assert m["roc_auc"] == pytest.approx(roc_auc_score(frame["y"], frame["risk_score"]))
+    # Review capacity 2 a day over 2 days: at most 4 held, the 4 highest (.95 .90 .80 .70).
+    scores = frame["risk_score"].to_numpy()
+    assert 0.30 < m["capacity_threshold"] <= 0.70
+    assert (scores >= m["capacity_threshold"]).sum() == 4
+    assert window_metrics(frame, review_capacity=5, hold_rate=0.6)["capacity_threshold"] is None
+
+
+def test_live_policy_holds_no_more_than_the_team_can_review(
+    tmp_path: Any, fitted_small: LogisticRiskModel
+) -> None:
+    """The policy's threshold is the hold-rate one, raised to the capacity one when higher."""
+    for version, capacity, want in (("v1", 0.6, 0.6), ("v2", 0.1, 0.3), ("v3", None, 0.3)):
+        registry = ModelRegistry(tmp_path / version)  # one model: one registry per case
+        registry.register(
+            fitted_small,
+            kind="logistic",
+            feature_names=["f0", "f1"],
+            training_window=(None, T0),
+            test_window=(T0 + dt.timedelta(days=1), T0 + dt.timedelta(days=8)),
+            metrics={
+                "average_precision": 0.5,
+                "hold_threshold": 0.3,
+                "capacity_threshold": capacity,
+            },
+            version=version,
+        )
+        registry.promote(version, force=True)
+        assert live_policy(registry).hold_threshold == want
 
 
 # --- registry --------------------------------------------------------------------------------

@@ -29,14 +29,14 @@ Counts are index differences, sums are differences of prefix sums, and `lo` is a
 of sorted (key, time) integers. Distinct counts in a window use each (payer, payee) pair's
 previous and next occurrence, so they need no extra sort; account events and fraud reports,
 being few, are merged into the sorted transfers. Strings are keyed by two independent 64-bit
-hashes (a 128-bit key); nothing else is approximate. Everything is numpy over whole columns,
-with the payer side on one thread and the payee side on another (see _compute). In batches of
-a million rows or more numba kernels (`_kernels.py`) replace three numpy steps: they find
-window starts in one pass per key, sum a window by sliding it along each key instead of
-differencing prefix sums, and write columns back to row order. Fresh memory costs 1-3 s per
-GB in page faults on the 2-core VM, so the engine keeps temporaries few (see
-_big_batch_memory), and a thread maps the output block all at once while the inputs are read
-(see _populated_block).
+hashes (a 128-bit key); nothing else is approximate. Everything is numpy over whole columns.
+Big batches (a million rows or more) run the payee side on a second thread (see _compute),
+and numba kernels (`_kernels.py`) replace four numpy steps: they find window starts in one
+pass per key, sum a window by sliding it along each key instead of differencing prefix sums,
+write the hours since account events without expanding them per position, and write columns
+back to row order. Fresh memory costs 1-3 s per GB in page faults on the 2-core VM, so the
+engine keeps temporaries few (see _big_batch_memory), and spare threads map the output block
+(see _populated_block) and load the kernels while the inputs are read.
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import mmap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache, cached_property
 from types import ModuleType
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -58,6 +59,8 @@ import polars as pl
 from numpy._core import multiarray as _multiarray
 
 from pipelines.features.definitions import FEATURE_NAMES
+
+_T = TypeVar("_T")
 
 SECOND = 1_000_000  # created_at is handled as int64 microseconds since the epoch, UTC
 MINUTE = 60 * SECOND
@@ -1017,14 +1020,14 @@ def _compute(
 ) -> np.ndarray:
     """Every feature, one row of the returned block per FEATURE_NAMES, in created_at order.
 
-    The payer side runs on this thread and the payee side on a second one, in three steps
-    joined in turn (each side needs the other's result of the step before). numpy and Polars
-    release the GIL in their loops, so the two sides share the two cores.
+    The payer side runs on this thread and, in big batches, the payee side on a second one, in
+    three steps joined in turn (each side needs the other's result of the step before). numpy,
+    Polars and the kernels release the GIL in their loops, so the two sides share the cores.
     """
     t, h = inp.t, inp.hashes
     clock = _Clock.around(t)
     out = _Out(t.size) if big is None else _Out(t.size, big[0].result(), big[1].result())
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with _Inline() if big is None else ThreadPoolExecutor(max_workers=1) as pool:
 
         def payee_group() -> tuple[_Groups, _EventTable]:
             return _group(h["payee_vpa_0"], h["payee_vpa_1"], t), _event_table(account_events)
@@ -1055,6 +1058,25 @@ def _compute(
     missing = set(FEATURE_NAMES) ^ out.done
     assert not missing, f"features computed and catalogued differ: {sorted(missing)}"
     return out.block
+
+
+class _Inline:
+    """An executor that runs each task when submitted: small batches (the single-transfer
+    path above all) gain nothing from a second thread but its start-up."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        done: Future[_T] = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # handed to the caller, as a pool would
+            done.set_exception(exc)
+        return done
 
 
 def compute_features(

@@ -175,6 +175,17 @@ def hold_threshold(scores: np.ndarray, hold_rate: float) -> float:
     return float(np.quantile(scores, 1.0 - hold_rate, method="higher"))
 
 
+def capacity_threshold(scores: np.ndarray, capacity: int) -> float:
+    """The lowest score threshold that holds at most `capacity` of `scores` (-inf when they
+    are that few): what the review team can work through, whatever the hold rate."""
+    if capacity >= len(scores):
+        return -math.inf
+    if capacity <= 0:
+        return math.inf
+    kth = np.partition(scores, len(scores) - capacity - 1)[len(scores) - capacity - 1]
+    return float(np.nextafter(kth, math.inf))  # strictly above the first score left out
+
+
 def precision_at_k(frame: pl.DataFrame, k: int = DEFAULT_REVIEW_CAPACITY) -> dict[str, Any]:
     """Daily precision of the top-k payers (see module docstring); `frame` has created_at,
     payer_vpa, y, risk_score."""
@@ -251,6 +262,7 @@ def window_metrics(
         "days": top_k["days"],
         "hold_rate": hold_rate,
         "hold_threshold": None if not math.isfinite(threshold) else threshold,
+        "capacity_threshold": _finite(capacity_threshold(scores, review_capacity * top_k["days"])),
         "held_transfers": int(held.sum()),
         "held_share": _ratio(int(held.sum()), n),
         "recall_at_hold": _ratio(int((held & fraud).sum()), n_fraud),
@@ -274,6 +286,7 @@ class BacktestResult:
     scores: pl.DataFrame  # transfer_id, fold, model, risk_score, decision, y
     folds: list[Fold]
     training_sets: dict[int, pl.DataFrame] = field(default_factory=dict)  # if kept: fold -> rows
+    fitted: dict[int, dict[str, Any]] = field(default_factory=dict)  # fold -> name -> model
 
     @property
     def model_names(self) -> list[str]:
@@ -377,6 +390,7 @@ def backtest(
     per_model: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
     score_frames: list[pl.DataFrame] = []
     kept: dict[int, pl.DataFrame] = {}
+    fitted: dict[int, dict[str, Any]] = {}
     for fold in plan:
         train = fold_training_set(features, labels, fold, maturity_days=maturity_days)
         test = fold_test_set(features, judged, fold)
@@ -400,6 +414,7 @@ def backtest(
             except ValueError as exc:  # e.g. no fraud in the calibration slice
                 per_model[name].append({**entry, "skipped": f"fit failed: {exc}"})
                 continue
+            fitted.setdefault(fold.index, {})[name] = model
             scored = score_test_set(model, test, feature_names)
             metrics = window_metrics(scored, review_capacity=review_capacity, hold_rate=hold_rate)
             per_model[name].append({**entry, **metrics})
@@ -450,7 +465,11 @@ def backtest(
         )
     )
     return BacktestResult(
-        metrics=_jsonable(result_metrics), scores=scores, folds=plan, training_sets=kept
+        metrics=_jsonable(result_metrics),
+        scores=scores,
+        folds=plan,
+        training_sets=kept,
+        fitted=fitted,
     )
 
 
@@ -517,6 +536,10 @@ def _mean_metrics(entries: list[dict[str, Any]]) -> dict[str, Any]:
         ]
         mean["recall_by_fraud_type"][t] = float(np.mean(values)) if values else None
     return mean
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:

@@ -25,6 +25,7 @@ from pipelines.features.table import read_features
 from pipelines.risk.evaluation import (
     BacktestResult,
     backtest,
+    fit_on_training_set,
     fold_test_set,
     fold_training_set,
     prequential_folds,
@@ -120,13 +121,12 @@ def train_candidate(
             f"no frauds known by {fold.train_end:%Y-%m-%d} to train on: the ledger needs more "
             "history before the test window, or smaller --delay-days / --maturity-days"
         )
-    model = GradientBoostingRiskModel(random_state=settings.random_state)
-    model.fit(
-        train.select(FEATURE_NAMES),
-        train["y"],
-        sample_time=train["created_at"],
-        calibration_mask=train["matured"],
-    )
+    # The backtest fitted this very model (same fold, same estimator) as its fold 0.
+    model = evaluation.fitted.get(fold.index, {}).get("gbdt")
+    if model is None or evaluation.folds[0] != fold:
+        model = fit_on_training_set(
+            GradientBoostingRiskModel(random_state=settings.random_state), train, FEATURE_NAMES
+        )
     judged = evaluation_targets(features.select("transfer_id"), labels, truth=truth)
     test = fold_test_set(features, judged, fold)
     metrics = _window_metrics(model, test, settings)
@@ -169,7 +169,9 @@ def _window_metrics(model: Any, test: pl.DataFrame, settings: LoopSettings) -> d
 
 
 def live_policy(registry: ModelRegistry) -> Policy:
-    """The policy in force: the live model's hold threshold for the target hold rate."""
+    """The policy in force: the live model's hold threshold for the target hold rate, raised
+    where that would hold more a day than the review team can review (both measured on the
+    model's test window), so that holds do not pile up unreviewed."""
     live = registry.live_version()
     if live is None:
         raise LookupError(f"no live model in {registry.root}: train one first")
@@ -177,6 +179,9 @@ def live_policy(registry: ModelRegistry) -> Policy:
     threshold = metrics.get("hold_threshold")
     if threshold is None or not np.isfinite(threshold) or not 0 < threshold <= 1:
         threshold = 0.5
+    capacity = metrics.get("capacity_threshold")
+    if capacity is not None and np.isfinite(capacity):
+        threshold = min(max(threshold, capacity), 1.0)
     return Policy(
         version=f"policy-{live}",
         hold_threshold=float(threshold),
