@@ -393,6 +393,21 @@ def test_an_error_on_the_payee_side_reaches_the_caller(
         compute_features(transfers, events, labels)
 
 
+def test_an_account_event_without_a_time_is_ignored_on_both_paths(
+    ledger: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event with no time cannot be before anything: both paths leave it out alike."""
+    transfers, events, labels = ledger
+    timeless = events.head(1).with_columns(
+        pl.lit(None, dtype=events["event_time"].dtype).alias("event_time")
+    )
+    with_gap = pl.concat([events, timeless.select(events.columns)])
+    normal = compute_features(transfers, with_gap, labels)
+    assert normal.equals(compute_features(transfers, events, labels))
+    monkeypatch.setattr(engine, "_BIG_BATCH", 1)
+    assert compute_features(transfers, with_gap, labels).equals(normal)
+
+
 # --- 2. point in time ---------------------------------------------------------------------
 
 

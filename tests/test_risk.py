@@ -689,6 +689,12 @@ def test_promotion_only_on_improvement_and_challengers_kept(
     assert isinstance(registry.load(), LogisticRiskModel)  # the live one
     log = registry.promotions()
     assert [d["promoted"] for d in log] == [True, False, False, False, True]
+    # Rolling back and forth: every change of the live version is logged, repeats included.
+    registry.promote("v1", force=True)
+    registry.promote("v4", force=True)
+    registry.promote("v1", force=True)
+    moves = [(d["live_before"], d["live_after"]) for d in registry.promotions()[len(log) :]]
+    assert moves == [("v4", "v1"), ("v1", "v4"), ("v4", "v1")]
     json.dumps(rescored.as_dict())
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import mmap
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -466,9 +467,8 @@ def _rolling_median_prior(
 # --- the engine -----------------------------------------------------------------------------
 
 
-@contextmanager
-def _big_batch_memory() -> Iterator[None]:
-    """Memory settings for a big batch, process-wide while it runs, restored afterwards.
+class _BigBatchMemory:
+    """Memory settings for big batches, process-wide while any runs, restored after the last.
 
     - Large numpy temporaries come from the malloc heap (glibc only). By default each one is
       mmap'ed and handed back to the kernel when freed, so the next one is faulted in again.
@@ -478,25 +478,53 @@ def _big_batch_memory() -> Iterator[None]:
       over 64 MB by mmap whatever the settings.
     - numpy stops asking for transparent huge pages. A huge-page fault may first compact
       memory to find 2 MB free; on the VM that doubled the kernel time of a 10M-row batch
-      (13-15 s of system time with them, 6-8 s without).
+      (13-15 s of system time with them, about 5 s without).
+
+    Batches running at once in one process share the settings: the first sets them, the last
+    to finish restores them.
     """
-    libc = _libc()
-    glibc = libc is not None
-    m_trim_threshold, m_mmap_max = -1, -4
-    if glibc:
-        libc.mallopt(m_mmap_max, 0)
-        libc.mallopt(m_trim_threshold, 2**31 - 1)
-    huge_pages = getattr(_multiarray, "_set_madvise_hugepage", None)
-    asked = huge_pages(False) if huge_pages else None
-    try:
-        yield
-    finally:
-        if huge_pages:
-            huge_pages(asked)
-        if glibc:
-            libc.mallopt(m_mmap_max, 65536)  # glibc's defaults
-            libc.mallopt(m_trim_threshold, 128 * 1024)
+
+    _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._huge_pages_asked: bool | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            self._running += 1
+            if self._running == 1:
+                self._apply()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._restore()
+
+    def _apply(self) -> None:
+        libc = _libc()
+        if libc is not None:
+            libc.mallopt(self._M_MMAP_MAX, 0)
+            libc.mallopt(self._M_TRIM_THRESHOLD, 2**31 - 1)
+        huge_pages = getattr(_multiarray, "_set_madvise_hugepage", None)
+        self._huge_pages_asked = huge_pages(False) if huge_pages else None
+
+    def _restore(self) -> None:
+        huge_pages = getattr(_multiarray, "_set_madvise_hugepage", None)
+        if huge_pages and self._huge_pages_asked is not None:
+            huge_pages(self._huge_pages_asked)
+        libc = _libc()
+        if libc is not None:
+            libc.mallopt(self._M_MMAP_MAX, 65536)  # glibc's defaults
+            libc.mallopt(self._M_TRIM_THRESHOLD, 128 * 1024)
             libc.malloc_trim(0)
+
+
+_big_batch_memory = _BigBatchMemory()
 
 
 def _populated_block(n: int) -> np.ndarray:
@@ -995,7 +1023,7 @@ def _event_table(account_events: pl.DataFrame) -> _EventTable:
     _require(account_events, ACCOUNT_EVENT_COLUMNS, "account_events")
     frame = (
         account_events.lazy()
-        .filter(pl.col("event_type").is_in(list(_EVENT_CODE)))
+        .filter(pl.col("event_type").is_in(list(_EVENT_CODE)) & pl.col("event_time").is_not_null())
         .select(
             *_hash_exprs("vpa"),
             pl.col("event_type").replace_strict(_EVENT_CODE, return_dtype=pl.Int8).alias("kind"),

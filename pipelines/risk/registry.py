@@ -340,12 +340,13 @@ class ModelRegistry:
         """Append a decision to promotions.jsonl: `promote` does for what it acts on, and the
         blocking check for a candidate it stops (nothing downstream then records it).
 
-        A decision equal but for its time to the candidate's latest one is not appended again:
-        a re-run job leaves the log as it was.
+        A decision that changes nothing (not promoted) equal but for its time to the candidate's
+        latest one is not appended again: a re-run job leaves the log as it was. Every change
+        of the live version is appended.
         """
         entry = decision.as_dict()
         latest = [p for p in self.promotions() if p.get("candidate") == decision.candidate]
-        if latest and _without_time(latest[-1]) == _without_time(entry):
+        if not decision.promoted and latest and _without_time(latest[-1]) == _without_time(entry):
             return
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / PROMOTIONS_FILE, "a", encoding="utf-8") as log:
