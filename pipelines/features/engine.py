@@ -1072,11 +1072,13 @@ def _compute(
             onward = _payee_features(
                 payee, payer, inp, facts, clock, events, payee_keys, payer_keys, out
             )
+            # A payer feature, computed here because the payer thread's step is longer: with
+            # it here the two threads finish together (measured on 10M transfers).
+            out.put("payer_new_device", _new_device(payer, inp), payer.perm)
             return facts, onward
 
         payee_side = pool.submit(payee_features)
         payer_enc, sent, lo24 = _payer_features(payer, inp, clock, events, payer_keys, out)
-        out.put("payer_new_device", _new_device(payer, inp), payer.perm)
         facts, onward = payee_side.result()
         h.clear()
 
