@@ -373,6 +373,30 @@ def test_window_sums_slide_exactly_as_prefix_differences() -> None:
         assert np.array_equal(got, want)
 
 
+def test_rolling_median_kernel_equals_polars() -> None:
+    """The big-batch median (a sorted buffer per key) equals Polars' rolling median, with
+    ties in time, gaps wider than the window, NaN values and keys with none."""
+    from pipelines.features import _kernels
+
+    rng = np.random.default_rng(5)
+    n = 20_000
+    key = np.sort(rng.integers(0, 900, n))
+    time = np.cumsum(rng.integers(0, 3, n)) * engine.HOUR  # zeros: ties in time
+    order = np.lexsort((time, key))
+    key, time = key[order], time[order]
+    values = rng.integers(1, 50, n).astype(np.float64) * 100  # repeated amounts
+    values[rng.random(n) < 0.2] = np.nan
+    values[key % 7 == 0] = np.nan  # keys with nothing to take a median of
+    window = 30 * engine.HOUR
+    clock = engine._Clock.around(np.sort(time))
+    want = engine._rolling_median_prior(clock, key, time, values, window)
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    got = np.empty(n)
+    _kernels.rolling_median_prior(np.append(first, n), time, values, window, got)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.isnan(got).any() and not np.isnan(got).all()
+
+
 @pytest.mark.parametrize("big", [False, True], ids=["inline", "threads"])
 def test_an_error_on_the_payee_side_reaches_the_caller(
     ledger: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame],

@@ -96,3 +96,47 @@ def hours_since(
     for e in numba.prange(start.size):
         for p in range(start[e], stop[e]):
             out[perm[p]] = (time[p] - when[e]) / _HOUR
+
+
+@_kernel(void(_POSITIONS, int64[::1], float64[::1], int64, float64[::1]))
+def rolling_median_prior(
+    first: np.ndarray, time: np.ndarray, values: np.ndarray, window: int, out: np.ndarray
+) -> None:
+    """out[p] = the median of the non-NaN values of p's key with time in [time[p] - window,
+    time[p]), NaN if none; positions sorted by (key, time), `first` as in window_starts.
+
+    Each key keeps its window's values sorted in a small buffer (a payer's 30 days hold tens
+    of transfers): an insertion and a removal per transfer. The median of an even count is
+    lower + (upper - lower) * 0.5, as Polars' rolling median (linear interpolation) has it.
+    """
+    for k in numba.prange(first.size - 1):
+        start, end = first[k], first[k + 1]
+        window_values = np.empty(end - start, dtype=np.float64)
+        m = 0  # values in the window, sorted in window_values[:m]
+        lo = hi = start  # positions [lo, hi) have entered the window; [start, lo) have left
+        for p in range(start, end):
+            while hi < end and time[hi] < time[p]:
+                v = values[hi]
+                if not np.isnan(v):
+                    i = m
+                    while i > 0 and window_values[i - 1] > v:
+                        window_values[i] = window_values[i - 1]
+                        i -= 1
+                    window_values[i] = v
+                    m += 1
+                hi += 1
+            while lo < hi and time[lo] < time[p] - window:
+                v = values[lo]
+                if not np.isnan(v):
+                    i = 0
+                    while window_values[i] != v:
+                        i += 1
+                    for j in range(i, m - 1):
+                        window_values[j] = window_values[j + 1]
+                    m -= 1
+                lo += 1
+            if m == 0:
+                out[p] = np.nan
+            else:
+                lower, upper = window_values[(m - 1) // 2], window_values[m // 2]
+                out[p] = lower + (upper - lower) * 0.5

@@ -31,10 +31,10 @@ previous and next occurrence, so they need no extra sort; account events and fra
 being few, are merged into the sorted transfers. Strings are keyed by two independent 64-bit
 hashes (a 128-bit key); nothing else is approximate. Everything is numpy over whole columns.
 Big batches (a million rows or more) run the payee side on a second thread (see _compute),
-and numba kernels (`_kernels.py`) replace four numpy steps: they find window starts in one
-pass per key, sum a window by sliding it along each key instead of differencing prefix sums,
-write the hours since account events without expanding them per position, and write columns
-back to row order. Fresh memory costs 1-3 s per GB in page faults on the 2-core VM, so the
+and numba kernels (`_kernels.py`) replace five numpy or Polars steps: they find window starts
+in one pass per key, sum a window by sliding it along each key instead of differencing prefix
+sums, keep a sorted buffer per key for the rolling median, write the hours since account
+events without expanding them per position, and write columns back to row order. Fresh memory costs 1-3 s per GB in page faults on the 2-core VM, so the
 engine keeps temporaries few (see _big_batch_memory), and spare threads map the output block
 (see _populated_block) and load the kernels while the inputs are read.
 """
@@ -850,7 +850,11 @@ def _payer_features(
     ok = _bit(flags, OK)
     good = amount.astype(np.float64)
     good[~ok] = np.nan
-    median = _rolling_median_prior(clock, key, g.time, good, 30 * DAY)
+    if out.kernels is not None:
+        median = np.empty(n)
+        out.kernels.rolling_median_prior(g.bounds, g.time, good, 30 * DAY, median)
+    else:
+        median = _rolling_median_prior(clock, key, g.time, good, 30 * DAY)
     del good
     out.put("payer_amount_ratio_median_30d", np.divide(amount, median, out=ratio), perm)
     del median
@@ -1072,13 +1076,11 @@ def _compute(
             onward = _payee_features(
                 payee, payer, inp, facts, clock, events, payee_keys, payer_keys, out
             )
-            # A payer feature, computed here because the payer thread's step is longer: with
-            # it here the two threads finish together (measured on 10M transfers).
-            out.put("payer_new_device", _new_device(payer, inp), payer.perm)
             return facts, onward
 
         payee_side = pool.submit(payee_features)
         payer_enc, sent, lo24 = _payer_features(payer, inp, clock, events, payer_keys, out)
+        out.put("payer_new_device", _new_device(payer, inp), payer.perm)
         facts, onward = payee_side.result()
         h.clear()
 
