@@ -515,7 +515,7 @@ def _print_risk(out: Console, risk: dict[str, Any]) -> None:
             if "already live" in reason
             else ("promoted" if check["passed"] else "kept as challenger")
         )
-        out.print(f"Promotion gate: {verdict}: {check['metadata'].get('reason', '')}")
+        out.print(f"Promotion gate: {verdict}: {reason}")
     scores = risk["scoring"]["assets"].get("transfer_scores", {})
     if scores:
         out.print(

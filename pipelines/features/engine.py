@@ -34,9 +34,10 @@ Big batches (a million rows or more) run the payee side on a second thread (see 
 and numba kernels (`_kernels.py`) replace five numpy or Polars steps: they find window starts
 in one pass per key, sum a window by sliding it along each key instead of differencing prefix
 sums, keep a sorted buffer per key for the rolling median, write the hours since account
-events without expanding them per position, and write columns back to row order. Fresh memory costs 1-3 s per GB in page faults on the 2-core VM, so the
-engine keeps temporaries few (see _big_batch_memory), and spare threads map the output block
-(see _populated_block) and load the kernels while the inputs are read.
+events without expanding them per position, and write columns back to row order. Fresh memory
+costs 1-3 s per GB in page faults on the 2-core VM, so the engine keeps temporaries few (see
+_big_batch_memory), and spare threads map the output block (see _populated_block) and load
+the kernels while the inputs are read.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import ctypes
 import ctypes.util
 import mmap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -537,7 +538,7 @@ def _populated_block(n: int) -> np.ndarray:
     """
     shape = (len(FEATURE_NAMES), n)
     libc = _libc()
-    if libc is None or not hasattr(libc, "madvise") or n == 0:
+    if libc is None or n == 0:
         return np.empty(shape)
     size = 8 * shape[0] * n
     buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -620,15 +621,34 @@ def _in_window(prefix: np.ndarray, tie: np.ndarray, lo: np.ndarray) -> np.ndarra
     return out
 
 
+def _range_sums(
+    g: _Groups,
+    values: np.ndarray,
+    ranges: Iterable[tuple[np.ndarray, np.ndarray]],
+    kernels: ModuleType | None = None,
+) -> Iterator[np.ndarray]:
+    """For each (lo, hi): per position, the int64 sum of `values` (in position order) over
+    positions [lo, hi) of its key; lo and hi do not decrease along a key (window starts, ties,
+    key starts). Without kernels the prefix sums are taken once for all the ranges."""
+    prefix = _prefix(values) if kernels is None else None
+    for lo, hi in ranges:
+        if prefix is not None:
+            yield _in_window(prefix, hi, lo)
+            continue
+        out = np.empty(values.size, dtype=np.int64)
+        kernels.range_sums(g.bounds, lo, hi, values, out)
+        yield out
+
+
 def _range_sum(
-    g: _Groups, values: np.ndarray, lo: np.ndarray, hi: np.ndarray, kernels=None
+    g: _Groups,
+    values: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    kernels: ModuleType | None = None,
 ) -> np.ndarray:
-    """Per position: the int64 sum of `values` (in position order) over positions [lo, hi)
-    of its key; lo and hi do not decrease along a key (window starts, ties, key starts)."""
-    if kernels is None:
-        return _in_window(_prefix(values), hi, lo)
-    out = np.empty(values.size, dtype=np.int64)
-    kernels.range_sums(g.bounds, lo, hi, values, out)
+    """_range_sums for one range."""
+    (out,) = _range_sums(g, values, [(lo, hi)], kernels)
     return out
 
 
@@ -757,7 +777,7 @@ def _event_spans(
 
 
 def _zscore(
-    g: _Groups, amount: np.ndarray, ok: np.ndarray, lo: np.ndarray, kernels=None
+    g: _Groups, amount: np.ndarray, ok: np.ndarray, lo: np.ndarray, kernels: ModuleType | None
 ) -> np.ndarray:
     """(amount - mean) / sample std of the key's successful amounts in positions [lo, tie).
 
@@ -804,7 +824,11 @@ def _zscore(
 
 
 def _window_bounds(
-    clock: _Clock, g: _Groups, enc: np.ndarray, spans: dict[str, int], kernels=None
+    clock: _Clock,
+    g: _Groups,
+    enc: np.ndarray,
+    spans: dict[str, int],
+    kernels: ModuleType | None = None,
 ) -> dict[str, np.ndarray]:
     """Per window: the first position of the key at or after created_at - span."""
     if kernels is not None:
@@ -838,10 +862,10 @@ def _payer_features(
     lo = _window_bounds(clock, g, enc, _PAYER_WINDOWS, out.kernels)
     amount = inp.amount[perm]
     work, ratio = np.empty(n, dtype=np.int64), np.empty(n)
-    for w in _PAYER_WINDOWS:
+    windows = _range_sums(g, amount, ((lo[w], tie) for w in _PAYER_WINDOWS), out.kernels)
+    for w, sums in zip(_PAYER_WINDOWS, windows, strict=True):
         np.copyto(ratio, np.subtract(tie, lo[w], out=work))  # scatters cast slowly: cast first
         out.put(f"payer_count_{w}", ratio, perm)
-        sums = _range_sum(g, amount, lo[w], tie, out.kernels)
         out.put(f"payer_amount_{w}", np.divide(sums, 100, out=ratio), perm)
         del sums
     lo24, lo30 = lo["24h"], lo["30d"]
@@ -890,7 +914,9 @@ def _payer_counterparty_features(
     out.put("payer_new_payee_share_24h", _ratio(firsts, tie - lo24), perm)
 
 
-def _distinct(g: _Groups, facts: np.ndarray, w: str, lo: np.ndarray, kernels=None) -> np.ndarray:
+def _distinct(
+    g: _Groups, facts: np.ndarray, w: str, lo: np.ndarray, kernels: ModuleType | None
+) -> np.ndarray:
     """Distinct counterparties in positions [lo, tie) from the pair facts (see _pair_features)."""
     start, tie = g.start, g.tie
     out = tie - start
