@@ -10,10 +10,15 @@ an empty warehouse in a child process, so its peak RSS is the run's own. Targets
 Beside it, as the ceiling of this machine, DuckDB's own bulk append of the same files: one
 `INSERT ... SELECT * FROM read_parquet(...)` per stream into an empty file, with no contract
 checks, no dedup and no lineage (`--floor-runs 0` skips it).
+
+`--baseline-code DIR` runs the ingestion of another checkout of the project (say, the commit
+before a change: `git worktree add /tmp/before HEAD~1`) in the same interleaved loop, so a
+change's cost is measured side by side against the same bare append.
 """
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -58,14 +63,20 @@ print(json.dumps({"seconds": time.perf_counter() - started, "rows_in": rows,
 """
 
 
-def _child(code: str, landing: Path) -> dict:
-    """Run `code` on the landing data and a fresh warehouse file in a child process."""
+def _child(code: str, landing: Path, code_dir: Path | None = None) -> dict:
+    """Run `code` on the landing data and a fresh warehouse file in a child process, importing
+    the project from `code_dir` when given."""
+    env = dict(os.environ)
+    if code_dir is not None:
+        env["PYTHONPATH"] = str(code_dir)
     with tempfile.TemporaryDirectory(prefix="upi-risk-ingest-") as tmp:
         out = subprocess.run(
             [sys.executable, "-c", code, str(landing), str(Path(tmp) / "warehouse.duckdb")],
             check=True,
             capture_output=True,
             text=True,
+            cwd=code_dir,
+            env=env,
         )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -107,19 +118,25 @@ def main() -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "upi-risk-bench"
     )
+    parser.add_argument(
+        "--baseline-code",
+        type=Path,
+        help="another checkout of the project whose ingestion runs beside this one",
+    )
     args = parser.parse_args()
 
     landing, sim = ensure_landing(args.workdir, args.users, args.days, args.seed)
     parquet_bytes = sum(p.stat().st_size for p in landing.rglob("*.parquet"))
-    runs, floor = [], []
-    # Interleaved, so that a noisy spell on the shared machine hits both sides alike.
+    runs, floor, baseline = [], [], []
+    sides = [("ingest", _CHILD, runs, args.repeat, None)]
+    if args.baseline_code:
+        sides.append(("baseline ingest", _CHILD, baseline, args.repeat, args.baseline_code))
+    sides.append(("duckdb bulk append", _FLOOR, floor, args.floor_runs, None))
+    # Interleaved, so that a noisy spell on the shared machine hits every side alike.
     for i in range(max(args.repeat, args.floor_runs)):
-        for name, code, done, wanted in (
-            ("ingest", _CHILD, runs, args.repeat),
-            ("duckdb bulk append", _FLOOR, floor, args.floor_runs),
-        ):
+        for name, code, done, wanted, code_dir in sides:
             if i < wanted:
-                done.append(run := _child(code, landing))
+                done.append(run := _child(code, landing, code_dir))
                 print(
                     f"{name} run {i + 1}: {run['seconds']:.2f} s, "
                     f"{run['rows_in'] / run['seconds']:,.0f} rows/s, "
@@ -149,6 +166,12 @@ def main() -> None:
         result["duckdb_bulk_append_median_seconds"] = round(floor_seconds, 2)
         result["duckdb_bulk_append_rows_per_second"] = round(rows / floor_seconds)
         result["ingest_over_bulk_append"] = round(seconds / floor_seconds, 2)
+        result["bulk_append_rate_share"] = round(floor_seconds / seconds, 2)
+    if baseline:
+        baseline_seconds = statistics.median(r["seconds"] for r in baseline)
+        result["baseline_median_seconds"] = round(baseline_seconds, 2)
+        if floor:
+            result["baseline_bulk_append_rate_share"] = round(floor_seconds / baseline_seconds, 2)
     print(f"{'':26} {'median s':>9} {'rows/s':>12} {'peak MB':>8}")
     print(
         f"{'ingest_landing':26} {seconds:>9.2f} {result['rows_per_second']:>12,} "
@@ -160,7 +183,17 @@ def main() -> None:
             f"{result['duckdb_bulk_append_rows_per_second']:>12,} "
             f"{round(max(r['peak_rss_mb'] for r in floor)):>8,}"
         )
-        print(f"ingest takes {result['ingest_over_bulk_append']}x the bare append")
+        print(
+            f"ingest takes {result['ingest_over_bulk_append']}x the bare append "
+            f"(runs at {result['bulk_append_rate_share']} of its rate)"
+        )
+    if baseline:
+        print(f"{'baseline ingest_landing':26} {baseline_seconds:>9.2f}")
+        if floor:
+            print(
+                f"baseline runs at {result['baseline_bulk_append_rate_share']} "
+                "of the bare append's rate"
+            )
     print(f"{result['transfers']:,} transfers = {rows:,} ledger rows")
     print(json.dumps(result))
 

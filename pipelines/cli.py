@@ -46,7 +46,21 @@ def json_option(func):
     )(func)
 
 
-@click.group()
+class _Commands(click.Group):
+    """The group; a command stopped by a signal while it waited for another run exits 128 + N."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as stopped:
+            runs = sys.modules.get("pipelines.runs")  # not imported: not waiting for a run
+            if runs is None or not isinstance(stopped, runs.RunWaitInterrupted):
+                raise
+            click.echo(stopped.message, err=True)
+            raise click.exceptions.Exit(128 + stopped.signum) from None
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """UPI risk and adoption pipelines."""
 
@@ -469,6 +483,16 @@ def _print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
         else:
             table.add_row(asset, "", "", "", "", "", f"{meta.get('dagster/row_count', 0):,}")
     out.print(table)
+    for asset, meta in summary["assets"].items():
+        ignored = meta.get("files_ignored") or []
+        if ignored:
+            names = ", ".join(ignored[:5]) + (
+                f" and {len(ignored) - 5} more" if len(ignored) > 5 else ""
+            )
+            # Echoed plainly: rich would wrap the file names at the terminal width.
+            click.echo(
+                f"{asset}: skipped {len(ignored)} file(s) that are not Parquet or NDJSON: {names}"
+            )
     checks = Table(title="Quality checks (Great Expectations)")
     for column in ("asset", "check", "result", "failed expectations"):
         checks.add_column(column)

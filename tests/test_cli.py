@@ -51,9 +51,12 @@ def test_simulate_then_ingest_twice(tmp_path):
     assert (again["rows_in"], again["loaded"]) == (0, 0)
     assert again["dagster/row_count"] == events["dagster/row_count"]
 
-    # The human summary names the counts and where the outputs are.
+    # The human summary names the counts and where the outputs are, and the files it skipped.
+    (data_dir / "landing" / "transfers" / "export.csv").write_text("transfer_id\n")
     text = upi_risk("ingest", data_dir=data_dir).stdout
     assert "Ledger ingestion" in text and "warehouse.duckdb" in text
+    assert "skipped 1 file(s) that are not Parquet or NDJSON" in text
+    assert "transfers/export.csv" in text
 
     # Adoption on the ingested ledger (no risk scores yet: every transfer is unscored).
     adoption = json.loads(upi_risk("adoption", "--json", data_dir=data_dir).stdout)

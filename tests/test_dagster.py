@@ -164,9 +164,14 @@ def test_ingest_graph_materializes_on_a_temporary_warehouse(definitions, tmp_pat
 def test_failing_blocking_check_stops_downstream(definitions, tmp_path):
     data_dir = DataDir.resolve(tmp_path).ensure()
     _land_clean_ledger(data_dir.landing)
-    # Two different transfers claim the same ledger_seq: each row is valid on its own, so
-    # ingestion loads both, but the ledger is broken and the contract suite must stop it.
-    land_parquet(data_dir.landing, c.TRANSFERS, "d2.parquet", [transfer(100, ledger_seq=5)])
+    # A merchant payment with the person category code: ingestion's row rules let it through,
+    # the contract suite does not, and it must stop what depends on the transfers.
+    land_parquet(
+        data_dir.landing,
+        c.TRANSFERS,
+        "d2.parquet",
+        [transfer(100, payee_type="MERCHANT", mcc=c.PERSON_MCC)],
+    )
     result = _materialize(definitions, data_dir)
     outcomes = _check_outcomes(result)
     assert outcomes["transfer_events_contract"] == (False, "ERROR")

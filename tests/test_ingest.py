@@ -119,7 +119,7 @@ def test_broken_rows_are_quarantined_exactly_and_good_rows_load(dirs):
     assert reasons[4] == "amount_paise: expected > 0"
     assert "over the P2P limit" in reasons[5]
     assert "channel: expected one of" in reasons[6] and "CARRIER_PIGEON" in reasons[6]
-    assert reasons[7].startswith("conflict: transfer_id TX00000003, ledger_seq 3 already loaded")
+    assert reasons[7].startswith("conflict: ledger_seq 3 (transfer_id TX00000003) already loaded")
     assert reasons[7].endswith("amount_paise")
     assert reasons[9].startswith("malformed JSON")
     assert "over the P2M limit" in reasons[10]
@@ -317,6 +317,6 @@ def test_files_committed_together_load_as_if_one_after_another(tmp_path, monkeyp
         "transfers/2-third.parquet": (4, 1, 2, 1),
     }
     assert [r[2] for r in rejected if r[0] == "transfers/1-second.parquet"] == [
-        "conflict: transfer_id TX00000003, ledger_seq 3 already loaded with different amount_paise",
-        "conflict: transfer_id TX00000001, ledger_seq 1 already loaded with different amount_paise",
+        "conflict: ledger_seq 3 (transfer_id TX00000003) already loaded with different amount_paise",
+        "conflict: ledger_seq 1 (transfer_id TX00000001) already loaded with different amount_paise",
     ]

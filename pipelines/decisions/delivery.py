@@ -9,8 +9,19 @@ dead-lettered for being unreachable unless `max_attempts_before_dead` asks for i
 A run ends early when the service looks down (a circuit breaker opens after a run of transient
 failures): the rest of the batch is deferred unsent instead of queueing behind timeouts.
 
+Time is bounded end to end. `timeout_s` is the most one request may take in total (connect,
+send, and the whole answer), not per network read: the client's sockets get at most the time
+left before the request's deadline for every operation, so a receiver that trickles its answer a
+byte at a time is cut off at the deadline like one that never answers (a RETRY, "ReadTimeout").
+A run's `deadline_s` (and `deliver_until_drained`'s) holds too: no batch is claimed and no
+request started after it, requests in flight are cut at it, and what was claimed but not sent
+is given back, due at once.
+
 Work is claimed by a lease (due rows get `next_attempt_at` pushed past the time the batch can
 take), so several delivery workers can share one outbox and a crashed worker's rows come back.
+
+Crash points (`pipelines.faults`, `UPI_RISK_CRASH_AT=delivery:<n>`) mark every commit boundary:
+after each claim, deferral and record commit, and before and after each request.
 """
 
 from __future__ import annotations
@@ -20,11 +31,14 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import httpcore
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -39,9 +53,20 @@ from pipelines.decisions.outbox import (
     delivery_attempts,
 )
 from pipelines.decisions.record import ENDPOINT, IDEMPOTENCY_HEADER
+from pipelines.faults import crash_point
 
 # Transient by nature although 4xx: a request timeout and rate limiting are retried, not dead.
 RETRYABLE_4XX = frozenset({408, 425, 429})
+
+CRASH_POINT = "delivery"  # UPI_RISK_CRASH_AT=delivery:<n> kills the process at the n-th boundary
+_crash_lock = threading.Lock()
+
+
+def _boundary() -> None:
+    """A commit boundary of delivery, for fault injection. Counted under a lock: requests run in
+    several threads, and the n-th boundary must be the n-th one reached."""
+    with _crash_lock:
+        crash_point(CRASH_POINT)
 
 
 @dataclass
@@ -53,7 +78,7 @@ class DeliveryReport:
     final_409: int = 0
     dead: int = 0
     retried: int = 0  # attempts that failed transiently; the decision stays PENDING
-    deferred: int = 0  # claimed but not sent: the service looked down (circuit open)
+    deferred: int = 0  # claimed but not sent: the service looked down, or time ran out
     pending: int = 0  # decisions still PENDING in the outbox when the run ended
     batches: int = 0
     duration_s: float = 0.0
@@ -117,6 +142,127 @@ class _Breaker:
         return outcome
 
 
+# --- A deadline for the whole request -------------------------------------------------------
+# httpx's timeouts are per phase and per network read: a receiver that sends a byte now and then
+# keeps a request alive forever. The client below runs on a network backend that gives every
+# socket operation (connect, TLS, write, read) at most the time left before the deadline of the
+# request the calling thread is making; a synchronous httpx request does all its I/O in the
+# calling thread, so a thread-local deadline is the request's own.
+
+_T = TypeVar("_T")
+_request = threading.local()
+
+
+@contextmanager
+def _request_deadline(budget_s: float) -> Iterator[None]:
+    """Within the block, this thread's requests end by `budget_s` seconds from now."""
+    previous = getattr(_request, "deadline", None)
+    _request.deadline = (time.monotonic() + budget_s, budget_s)
+    try:
+        yield
+    finally:
+        _request.deadline = previous
+
+
+def _within(
+    timeout: float | None,
+    expired: type[httpcore.TimeoutException],
+    operation: Callable[[float | None], _T],
+) -> _T:
+    """Run a socket operation with its timeout cut to the time left before the deadline."""
+    deadline = getattr(_request, "deadline", None)
+    if deadline is None:
+        return operation(timeout)
+    at, budget_s = deadline
+    left = at - time.monotonic()
+    message = f"the request's deadline ({budget_s:.3g} s in total) passed"
+    if left <= 0:
+        raise expired(message)
+    if timeout is not None and timeout <= left:
+        return operation(timeout)
+    try:
+        return operation(left)
+    except expired as exc:
+        raise expired(message) from exc
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return _within(timeout, httpcore.ReadTimeout, lambda t: self._stream.read(max_bytes, t))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        _within(timeout, httpcore.WriteTimeout, lambda t: self._stream.write(buffer, t))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            _within(
+                timeout,
+                httpcore.ConnectTimeout,
+                lambda t: self._stream.start_tls(ssl_context, server_hostname, t),
+            )
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Sequence[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            _within(
+                timeout,
+                httpcore.ConnectTimeout,
+                lambda t: self._backend.connect_tcp(host, port, t, local_address, socket_options),
+            )
+        )
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Sequence[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            _within(
+                timeout,
+                httpcore.ConnectTimeout,
+                lambda t: self._backend.connect_unix_socket(path, t, socket_options),
+            )
+        )
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's own transport (exception mapping, streams) on the deadline-keeping backend."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_DeadlineBackend(),
+        )
+
+
 def backoff_s(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
     """Delay before the next try after `attempt` failed tries: base * 2^(attempt-1), capped at
     `max_s`, then jittered to between half and all of it so retries do not arrive in waves."""
@@ -143,12 +289,14 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _send(client: httpx.Client, url: str, row: dict[str, Any], timeout_s: float) -> _Outcome:
+    """POST one decision; the whole request (answer included) takes at most `timeout_s`."""
     decision_id, attempt = row["decision_id"], row["attempts"] + 1
     body = json.dumps(row["payload"], separators=(",", ":")).encode()
     headers = {IDEMPOTENCY_HEADER: decision_id, "Content-Type": "application/json"}
     started = time.perf_counter()
     try:
-        response = client.post(url, content=body, headers=headers, timeout=timeout_s)
+        with _request_deadline(timeout_s):
+            response = client.post(url, content=body, headers=headers, timeout=timeout_s)
     except httpx.TransportError as exc:  # refused, reset, timed out, cut mid-response
         return _Outcome(
             decision_id,
@@ -190,6 +338,7 @@ def _claim(engine: Engine, now: datetime, limit: int, lease_until: datetime) -> 
             .values(next_attempt_at=lease_until)
             .returning(t.c.decision_id, t.c.attempts, t.c.payload, t.c.created_at)
         ).all()
+    _boundary()
     rows = sorted(rows, key=lambda r: (r.created_at, r.decision_id))
     return [dict(r._mapping) for r in rows]
 
@@ -265,6 +414,7 @@ def _record(
             updates,
         )
         conn.execute(delivery_attempts.insert(), log)
+    _boundary()
     return recorded
 
 
@@ -277,6 +427,7 @@ def _defer(engine: Engine, decision_ids: list[str], until: datetime) -> None:
             .where(t.c.decision_id.in_(decision_ids) & (t.c.status == PENDING))
             .values(next_attempt_at=until)
         )
+    _boundary()
 
 
 def _pending_count(engine: Engine) -> int:
@@ -297,8 +448,10 @@ def next_due_at(engine: Engine) -> datetime | None:
 
 
 def _client(concurrency: int, timeout_s: float) -> httpx.Client:
+    """The delivery client: pooled keep-alive connections, every request within its deadline.
+    (A client passed to `deliver_pending` from elsewhere has httpx's per-read timeouts only.)"""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return httpx.Client(timeout=timeout_s, limits=limits)
+    return httpx.Client(timeout=timeout_s, transport=_DeadlineTransport(limits))
 
 
 def deliver_pending(
@@ -315,13 +468,19 @@ def deliver_pending(
     client: httpx.Client | None = None,
     max_batches: int | None = None,
     rng: random.Random | None = None,
+    deadline_s: float | None = None,
 ) -> DeliveryReport:
     """Send every decision due now, batch by batch, and record each outcome. When the service
     looks down (a batch failed only transiently, or max(10, 2 x concurrency) attempts in a
     row did)
     the run ends early: the rest of the batch is deferred unsent, and retries wait for their
-    backoff rather than hammering the service or queueing behind timeouts."""
+    backoff rather than hammering the service or queueing behind timeouts.
+
+    `timeout_s` bounds each request in total. With `deadline_s` the run ends by then: no batch
+    is claimed and no request started after it, requests in flight are cut at it (RETRY), and
+    decisions claimed but not sent are given back due at once."""
     started = time.perf_counter()
+    stop_at = None if deadline_s is None else time.monotonic() + deadline_s
     rng = rng or random.Random()
     report = DeliveryReport()
     url = base_url.rstrip("/") + ENDPOINT
@@ -330,28 +489,38 @@ def deliver_pending(
     # Lease long enough for the whole batch to be sent even if every request times out.
     lease = timedelta(seconds=timeout_s * (batch_size / max(1, concurrency) + 1) + 30)
     breaker = _Breaker(limit=max(10, 2 * concurrency))
+
+    def time_left() -> float:
+        return float("inf") if stop_at is None else stop_at - time.monotonic()
+
+    def attempt(row: dict[str, Any]) -> _Outcome | None:
+        """Send one claimed decision, or None to give it back unsent."""
+        budget = min(timeout_s, time_left())
+        if breaker.open or budget <= 0:
+            return None
+        _boundary()  # about to send
+        outcome = _send(http, url, row, budget)
+        _boundary()  # answered (or failed), not yet recorded
+        return breaker.after(outcome)
+
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver") as pool:
             while max_batches is None or report.batches < max_batches:
+                if time_left() <= 0:
+                    break
                 at = now or datetime.now(UTC)
                 rows = _claim(engine, at, batch_size, at + lease)
                 if not rows:
                     break
-                results = list(
-                    pool.map(
-                        lambda r: (
-                            None if breaker.open else breaker.after(_send(http, url, r, timeout_s))
-                        ),
-                        rows,
-                    )
-                )
+                results = list(pool.map(attempt, rows))
                 outcomes = [o for o in results if o is not None]
                 deferred = [
                     r["decision_id"] for r, o in zip(rows, results, strict=True) if o is None
                 ]
                 done_at = now or datetime.now(UTC)
                 if deferred:
-                    wait = backoff_s(1, backoff_base_s, backoff_max_s, rng)
+                    # The service looks down: wait for a backoff. Out of time: due at once.
+                    wait = backoff_s(1, backoff_base_s, backoff_max_s, rng) if breaker.open else 0
                     _defer(engine, deferred, done_at + timedelta(seconds=wait))
                     report.deferred += len(deferred)
                 recorded = _record(
@@ -376,7 +545,7 @@ def deliver_pending(
                     if o.outcome != DELIVERED
                 )
                 if deferred or kinds[RETRY] == len(recorded):
-                    break  # the service looks down: its decisions wait for their backoff
+                    break  # the service looks down (or time is up): the rest wait
     finally:
         if own_client:
             http.close()
@@ -398,7 +567,8 @@ def deliver_until_drained(
     **options: Any,
 ) -> DeliveryReport:
     """Deliver, wait for the next decision to fall due, deliver again, until nothing is PENDING
-    or `deadline_s` seconds have passed; return the runs' combined report (`drained` says which)."""
+    or `deadline_s` seconds have passed; return the runs' combined report (`drained` says which).
+    The deadline holds however the service answers: requests in flight are cut at it."""
     started = time.monotonic()
     total = DeliveryReport()
     with _client(concurrency, timeout_s) as http:
@@ -409,6 +579,7 @@ def deliver_until_drained(
                 concurrency=concurrency,
                 timeout_s=timeout_s,
                 client=http,
+                deadline_s=deadline_s - (time.monotonic() - started),
                 **options,
             )
             total.add(run)

@@ -7,6 +7,7 @@ Postgres source) takes its column names, types, enums, patterns and limits from 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -68,12 +69,21 @@ NPCI_RESPONSE_CODES = {
     "RB": "reversal: credit not confirmed",
 }
 
+# Plausible times: nothing in the ledger predates UPI's launch, and nothing is stamped more than
+# a small clock skew after the row reached us (years 0001 or 9999 are producer bugs).
+EARLIEST_TIME = datetime(2016, 4, 11, tzinfo=UTC)
+MAX_CLOCK_SKEW = timedelta(days=1)
+
 # Labels carry no id of their own: a label is the (transfer, source, time) it was reported at.
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "transfers": ("transfer_id", "ledger_seq"),
     "accounts": ("event_id",),
     "labels": ("transfer_id", "source", "reported_at"),
 }
+# What no two accepted rows of a stream may share, whatever the rest of their content: a repeat
+# is a duplicate when identical, else a conflict. `ledger_seq` is unique across the whole
+# transfers ledger, so it alone identifies a transfer row.
+UNIQUE_KEYS: dict[str, tuple[str, ...]] = {**NATURAL_KEYS, "transfers": ("ledger_seq",)}
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,14 @@ class Stream:
     @property
     def key(self) -> tuple[str, ...]:
         return NATURAL_KEYS[self.name]
+
+    @property
+    def unique_key(self) -> tuple[str, ...]:
+        return UNIQUE_KEYS[self.name]
+
+    @property
+    def time_columns(self) -> list[str]:
+        return [f.name for f in self.fields if f.dtype == TIMESTAMP]
 
 
 TRANSFERS = Stream(

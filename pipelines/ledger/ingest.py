@@ -25,13 +25,15 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from pipelines.faults import crash_point
 from pipelines.ledger import contract as c
 from pipelines.ledger import landing
 from pipelines.ledger.validate import POSITION, reason_kind, validate_batch
 from pipelines.warehouse import EVENT_TABLES, ensure_schema, scalar
 
-# A key column per stream: a loaded row with the same key lies between the batch's min and max
-# of it, and DuckDB's zone maps skip the row groups outside (ids from ordered counters prune well).
+# A column of each stream's unique key: a loaded row with the same key lies between the batch's
+# min and max of it, and DuckDB's zone maps skip the row groups outside (ids from ordered
+# counters prune well).
 _RANGE_COLUMN = {"transfers": "ledger_seq", "accounts": "event_id", "labels": "reported_at"}
 # Landing files are committed in groups of about this many rows (see commit_batches): DuckDB
 # appended the 24M benchmark rows 1.4x faster in 2M-row inserts than file by file.
@@ -53,6 +55,8 @@ class IngestCounts:
     files_rejected: int = 0
     files_skipped: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    # Files in the stream's landing folder that are not ledger files (another extension).
+    files_ignored: list[str] = field(default_factory=list)
 
     def add(self, other: IngestCounts) -> None:
         for name in ("rows_in", "loaded", "duplicates", "quarantined"):
@@ -60,6 +64,7 @@ class IngestCounts:
         self.batches += other.batches
         self.files_rejected += other.files_rejected
         self.files_skipped += other.files_skipped
+        self.files_ignored += other.files_ignored
         for reason, n in other.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + n
 
@@ -108,9 +113,9 @@ def _content_columns(stream: c.Stream) -> list[str]:
 
 
 def _split_repeats(stream: c.Stream, rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(first occurrence of each key in `_i` order, the later ones with `_diff`: the fields in
-    which each differs from its first). `rows` is in ascending `_i` order."""
-    key = list(stream.key)
+    """(first occurrence of each unique key in `_i` order, the later ones with `_diff`: the
+    fields in which each differs from its first). `rows` is in ascending `_i` order."""
+    key = list(stream.unique_key)
     # Every key holds its stream's range column: only rows repeating it need the full key.
     repeated = rows[_RANGE_COLUMN[stream.name]].is_duplicated()
     if repeated.any():
@@ -139,7 +144,7 @@ def _against_warehouse(
 ) -> pl.DataFrame:
     """For each candidate row (_i) whose key is loaded already: which fields differ."""
     table = EVENT_TABLES[stream.name]
-    key = list(stream.key)
+    key = list(stream.unique_key)
     range_column = _RANGE_COLUMN[stream.name]
     low, high = firsts[range_column].min(), firsts[range_column].max()
     existing = con.sql(
@@ -185,9 +190,11 @@ def prepare_batch(
     *,
     unreadable: Iterable[tuple[int | None, str, str | None]] = (),
     note: str | None = None,
+    now: datetime | None = None,
 ) -> PreparedBatch:
     """Validate a raw batch and split out repeats inside it; needs no warehouse, so it can run
-    while the previous batch is being written."""
+    while the previous batch is being written. `now` is the ingestion time (see
+    `validate_batch`)."""
     unreadable = list(unreadable)
     quarantine = (
         [pl.DataFrame(unreadable, schema=_QUARANTINE_SCHEMA, orient="row")] if unreadable else []
@@ -195,7 +202,7 @@ def prepare_batch(
     prepared = PreparedBatch(stream, len(unreadable), None, 0, quarantine, [note] if note else [])
     if raw is not None and raw.height:
         prepared.rows_in += raw.height
-        checked = validate_batch(stream, raw)
+        checked = validate_batch(stream, raw, now=now)
         if checked.extra_columns:
             prepared.notes.append(
                 f"ignored columns not in the contract: {', '.join(checked.extra_columns)}"
@@ -231,11 +238,18 @@ def commit_batch(
 
 
 def commit_batches(
-    con: duckdb.DuckDBPyConnection, items: Sequence[tuple[PreparedBatch, BatchSource]]
+    con: duckdb.DuckDBPyConnection,
+    items: Sequence[tuple[PreparedBatch, BatchSource]],
+    *,
+    copies: Sequence[tuple[BatchSource, str]] = (),
 ) -> list[IngestCounts]:
     """Load prepared batches of one stream in one transaction and one insert, with the same
     outcome as committing them one after another: a key first seen in an earlier batch of the
     group counts as already loaded. Returns each batch's counts.
+
+    `copies` are files with the same bytes as a batch of the group, each with the name of that
+    batch's source: they are recorded as such in the same transaction, so a copy never points
+    at a file whose rows were not committed.
 
     One insert of a few million rows costs DuckDB a fraction of many small ones (it compresses
     whole row groups once), which is most of the ingestion time.
@@ -296,6 +310,7 @@ def commit_batches(
         rejected_by_batch.append(rejected)
 
     batch_ids = [scalar(con, "SELECT nextval('ledger.batch_ids')") for _ in items]
+    copy_ids = [scalar(con, "SELECT nextval('ledger.batch_ids')") for _ in copies]
     con.execute("BEGIN TRANSACTION")
     try:
         if new_rows is not None and new_rows.height:
@@ -327,10 +342,14 @@ def commit_batches(
                 con.unregister("_rejected")
             notes = "; ".join(prepared.notes) or None
             _record_source(con, batch_id, stream, source, batch_counts, "ingested", notes, now)
+        for (copy, original), batch_id in zip(copies, copy_ids, strict=True):
+            _record_copy(con, batch_id, stream, copy, original, now)
+        crash_point("ingest")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    crash_point("ingest")
     return counts
 
 
@@ -377,8 +396,14 @@ def _unordered_appends(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 def _conflict_rows(stream: c.Stream, rows: pl.DataFrame, against: str) -> pl.DataFrame:
     key_text = pl.concat_str(
-        [pl.lit(f"{k} ") + pl.col(k).cast(pl.String) for k in stream.key], separator=", "
+        [pl.lit(f"{k} ") + pl.col(k).cast(pl.String) for k in stream.unique_key], separator=", "
     )
+    # The rest of the natural key names the row for a reader (the transfer of a ledger_seq).
+    named = [k for k in stream.key if k not in stream.unique_key]
+    if named:
+        key_text = key_text + pl.concat_str(
+            [pl.lit(f" ({k} ") + pl.col(k).cast(pl.String) + pl.lit(")") for k in named]
+        )
     reason = (
         pl.lit("conflict: ")
         + key_text
@@ -420,6 +445,19 @@ def _record_source(
     )
 
 
+def _record_copy(
+    con: duckdb.DuckDBPyConnection,
+    batch_id: int,
+    stream: c.Stream,
+    copy: BatchSource,
+    original: str,
+    now: datetime,
+) -> None:
+    """Record a file whose bytes equal an ingested or rejected file's: nothing in it to read."""
+    note = f"same content as {original}"
+    _record_source(con, batch_id, stream, copy, IngestCounts(), "same_content", note, now)
+
+
 def reject_file(
     con: duckdb.DuckDBPyConnection, stream: c.Stream, source: BatchSource, reason: str
 ) -> IngestCounts:
@@ -434,26 +472,37 @@ def reject_file(
             [batch_id, stream.name, source.kind, source.name, reason, now],
         )
         _record_source(con, batch_id, stream, source, counts, "rejected", reason, now)
+        crash_point("ingest")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    crash_point("ingest")
     return counts
 
 
 def _known_files(
     con: duckdb.DuckDBPyConnection,
 ) -> tuple[dict[str, tuple[int | None, int | None]], dict[str, str]]:
-    """(path -> (size, mtime) as last seen, content hash -> first path loaded with it)."""
+    """(path -> (size, mtime) as last seen, content hash -> first path read with it).
+
+    Only a file whose rows were read and committed (ingested or rejected) can be the original
+    of a copy. A copy recorded against anything else (an older version wrote the copy's row
+    before its original committed) is forgotten, so that it is read again.
+    """
     rows = con.sql(
-        """SELECT source, size_bytes, mtime_ns, content_hash FROM ledger.ingested_sources
-           WHERE source_kind = 'file' ORDER BY batch_id"""
+        """SELECT source, size_bytes, mtime_ns, content_hash, status
+           FROM ledger.ingested_sources WHERE source_kind = 'file' ORDER BY batch_id"""
     ).fetchall()
-    seen = {source: (size, mtime) for source, size, mtime, _ in rows}
     hashes: dict[str, str] = {}
-    for source, _, _, digest in rows:
-        if digest is not None:
+    for source, _, _, digest, status in rows:
+        if digest is not None and status != "same_content":
             hashes.setdefault(digest, source)
+    seen = {
+        source: (size, mtime)
+        for source, size, mtime, digest, status in rows
+        if status != "same_content" or digest in hashes
+    }
     return seen, hashes
 
 
@@ -464,12 +513,22 @@ def ingest_landing(
     streams: Iterable[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestReport:
-    """Load every landing file not loaded before; a re-run loads nothing new."""
+    """Load every landing file not loaded before; a re-run loads nothing new.
+
+    Everything recorded about a file commits in the transaction that commits its rows, so a
+    run stopped at any point (an error, a kill) leaves the warehouse as if the files committed
+    so far were the only ones; the next run reads the rest.
+    """
     ensure_schema(con)
     wanted = set(streams) if streams is not None else set(c.STREAMS)
     known, hashes = _known_files(con)
-    files = [f for f in landing.discover(landing_dir) if f.stream.name in wanted]
+    found = landing.scan(landing_dir)
     report = IngestReport()
+    for relative in found.ignored:
+        stream_name = relative.split("/", 1)[0]
+        if stream_name in wanted:
+            report.streams[stream_name].files_ignored.append(relative)
+    files = [f for f in found.files if f.stream.name in wanted]
     todo: list[tuple[landing.LandingFile, str | None]] = []
     for file in files:
         if known.get(file.relative) == (file.size, file.path.stat().st_mtime_ns):
@@ -478,6 +537,7 @@ def ingest_landing(
         # Landed files are immutable; a changed one is re-read and row dedup keeps it exact.
         note = "file changed since it was last ingested" if file.relative in known else None
         todo.append((file, note))
+    now = datetime.now(UTC)
 
     def prepare(item: tuple[landing.LandingFile, str | None]):
         file, note = item
@@ -494,15 +554,26 @@ def ingest_landing(
         raw = landing.read(file)
         if raw.file_error is not None:
             return source, raw.file_error
-        return source, prepare_batch(file.stream, raw.frame, unreadable=raw.unreadable, note=note)
+        try:
+            return source, prepare_batch(
+                file.stream, raw.frame, unreadable=raw.unreadable, note=note, now=now
+            )
+        except Exception as exc:  # a bug or an encoding we did not foresee: keep the stream going
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            return source, f"could not be validated: {type(exc).__name__}: {first}"
 
     group: list[tuple[PreparedBatch, BatchSource]] = []
+    copies: list[tuple[BatchSource, str]] = []  # copies of the group's files, with them
 
     def commit_group() -> None:
         if group:
-            for (prepared, _), counts in zip(group, commit_batches(con, group), strict=True):
+            committed = commit_batches(con, group, copies=copies)
+            for (prepared, _), counts in zip(group, committed, strict=True):
                 report.streams[prepared.stream.name].add(counts)
             group.clear()
+            copies.clear()
+
+    pending: set[str] = set()  # content hashes of the files in the uncommitted group
 
     # Reading and validating the next files overlaps with writing the current group: Polars
     # and DuckDB both release the GIL.
@@ -513,35 +584,47 @@ def ingest_landing(
                 ahead.append(pool.submit(prepare, todo[done - 1 + len(ahead)]))
             source, prepared = ahead.popleft().result()
             counts = report.streams[file.stream.name]
+            if group and group[0][0].stream is not file.stream:
+                commit_group()
+                pending.clear()
             if source.content_hash in hashes:
                 # The same bytes landed again (copied, renamed or touched): nothing new to read.
                 counts.files_skipped += 1
-                batch_id = scalar(con, "SELECT nextval('ledger.batch_ids')")
-                note = f"same content as {hashes[source.content_hash]}"
-                _record_source(
-                    con,
-                    batch_id,
-                    file.stream,
-                    source,
-                    IngestCounts(),
-                    "same_content",
-                    note,
-                    datetime.now(UTC),
-                )
+                original = hashes[source.content_hash]
+                if source.content_hash in pending:
+                    copies.append((source, original))  # recorded when the original commits
+                else:
+                    _commit_copy(con, file.stream, source, original)
             elif isinstance(prepared, str):
                 hashes[source.content_hash] = file.relative
                 counts.add(reject_file(con, file.stream, source, prepared))
             elif prepared is not None:  # None only when its content was seen (above)
                 hashes[source.content_hash] = file.relative
-                if group and group[0][0].stream is not prepared.stream:
-                    commit_group()
+                pending.add(source.content_hash)
                 group.append((prepared, source))
                 if sum(p.rows_in for p, _ in group) >= GROUP_ROWS:
                     commit_group()
+                    pending.clear()
             if progress is not None:
                 progress(file.relative, done, len(todo))
         commit_group()
     return report
+
+
+def _commit_copy(
+    con: duckdb.DuckDBPyConnection, stream: c.Stream, copy: BatchSource, original: str
+) -> None:
+    """Record, in a transaction of its own, a copy of a file that is committed already."""
+    batch_id = scalar(con, "SELECT nextval('ledger.batch_ids')")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _record_copy(con, batch_id, stream, copy, original, datetime.now(UTC))
+        crash_point("ingest")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    crash_point("ingest")
 
 
 def quarantine_summary(con: duckdb.DuckDBPyConnection, limit: int = 5) -> list[dict]:

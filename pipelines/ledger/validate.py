@@ -8,6 +8,7 @@ values as JSON and a reason naming each field that is wrong and what was expecte
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -16,6 +17,7 @@ from pipelines.ledger import contract as c
 POSITION = "_position"
 
 _INTEGER_TYPES = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+_TEXT_TYPES = (pl.String, pl.Categorical, pl.Enum)
 # Offsets (`Z`, `+05:30`) are converted to UTC; a timestamp without one is taken as UTC, as the
 # contract says all ledger times are.
 _TZ_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
@@ -53,15 +55,50 @@ def _coerce(column: str, dtype: pl.DataType, source: pl.DataType) -> pl.Expr:
     if dtype == pl.Int64:
         if isinstance(source, _INTEGER_TYPES) or source == pl.String:
             return col.cast(pl.Int64, strict=False)
-        if source in (pl.Float32, pl.Float64):
+        if source in (pl.Float32, pl.Float64) or isinstance(source, pl.Decimal):
             # Money and sequence numbers are exact: 100.0 is accepted, 100.5 is not.
-            return pl.when(col == col.round()).then(col.cast(pl.Int64, strict=False))
+            return pl.when(col == col.round(0)).then(col.cast(pl.Int64, strict=False))
         return pl.lit(None, dtype=dtype)
     if dtype == pl.String:
-        if isinstance(source, _INTEGER_TYPES):
+        if isinstance(source, (*_INTEGER_TYPES, *_TEXT_TYPES)):
             return col.cast(pl.String)
         return pl.lit(None, dtype=dtype)
     return col.cast(dtype, strict=False)
+
+
+def _as_text(column: str, source: pl.DataType) -> pl.Expr:
+    """A raw value as text for a rejection reason (nested values have no plain text)."""
+    if source.is_nested() or source == pl.Binary:
+        return pl.lit(f"a {source}")
+    return pl.col(column).cast(pl.String, strict=False).fill_null("a value of another type")
+
+
+def _decode_text(raw: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """Binary columns as text; returns the names whose bytes were not all valid UTF-8, each
+    with an `__invalid_utf8_<name>` flag column (the text keeps U+FFFD there, for the record)."""
+    invalid: list[str] = []
+    for name, dtype in raw.schema.items():
+        if dtype != pl.Binary:
+            continue
+        values = raw[name].to_list()
+        flags = []
+        text = []
+        for value in values:
+            if value is None:
+                flags.append(False)
+                text.append(None)
+                continue
+            try:
+                text.append(value.decode("utf-8"))
+                flags.append(False)
+            except UnicodeDecodeError:
+                text.append(value.decode("utf-8", errors="replace"))
+                flags.append(True)
+        raw = raw.with_columns(pl.Series(name, text, pl.String))
+        if any(flags):
+            invalid.append(name)
+            raw = raw.with_columns(pl.Series(f"__invalid_utf8_{name}", flags, pl.Boolean))
+    return raw, invalid
 
 
 def _value_checks(stream: c.Stream) -> list[tuple[pl.Expr, pl.Expr | str]]:
@@ -136,15 +173,51 @@ def _value_checks(stream: c.Stream) -> list[tuple[pl.Expr, pl.Expr | str]]:
     return checks
 
 
+def _time_checks(stream: c.Stream, now: datetime) -> list[tuple[pl.Expr, pl.Expr | str]]:
+    """Times outside the contract's plausible range: before UPI existed, or further ahead of
+    the ingestion time than a clock skew."""
+    latest = now + c.MAX_CLOCK_SKEW
+    checks: list[tuple[pl.Expr, pl.Expr | str]] = []
+    for name in stream.time_columns:
+        value = pl.col(name)
+        shown = value.dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        checks += [
+            (
+                value < c.EARLIEST_TIME,
+                pl.lit(
+                    f"{name}: expected not before UPI's launch ({c.EARLIEST_TIME:%Y-%m-%d}), got "
+                )
+                + shown,
+            ),
+            (
+                value > latest,
+                pl.lit(
+                    f"{name}: expected at most {c.MAX_CLOCK_SKEW.days} day after ingestion, got "
+                )
+                + shown
+                + pl.lit(f" (ingested at {now:%Y-%m-%dT%H:%M:%SZ})"),
+            ),
+        ]
+    return checks
+
+
 def _raw(name: str) -> str:
     return f"__raw_{name}"
 
 
-def validate_batch(stream: c.Stream, raw: pl.DataFrame) -> ValidatedBatch:
-    """Split `raw` (with a `_position` column) into contract-typed good rows and rejected rows."""
+def validate_batch(
+    stream: c.Stream, raw: pl.DataFrame, *, now: datetime | None = None
+) -> ValidatedBatch:
+    """Split `raw` (with a `_position` column) into contract-typed good rows and rejected rows.
+
+    `now` is when the batch is ingested: a time more than the contract's clock skew after it
+    is implausible (default: the current time).
+    """
     if POSITION not in raw.columns:
         raise ValueError(f"raw batch for {stream.name} has no {POSITION} column")
-    present = set(raw.columns) - {POSITION}
+    raw, invalid_utf8 = _decode_text(raw)
+    flags = [f"__invalid_utf8_{name}" for name in invalid_utf8]
+    present = set(raw.columns) - {POSITION} - set(flags)
     missing = tuple(f.name for f in stream.fields if f.name not in present)
     extra = tuple(sorted(present - set(stream.columns)))
 
@@ -159,20 +232,27 @@ def validate_batch(stream: c.Stream, raw: pl.DataFrame) -> ValidatedBatch:
                 checks.append((pl.lit(True), f"{field.name}: required column is missing"))
             continue
         source = pl.col(_raw(field.name))
-        typed.append(
-            _coerce(_raw(field.name), field.dtype, raw.schema[field.name]).alias(field.name)
-        )
+        value = _coerce(_raw(field.name), field.dtype, raw.schema[field.name])
+        if field.name in invalid_utf8:
+            flag = pl.col(f"__invalid_utf8_{field.name}")
+            value = pl.when(flag).then(None).otherwise(value)
+            checks.append((flag, f"{field.name}: text is not valid UTF-8"))
+        typed.append(value.alias(field.name))
         type_name = "timestamp" if isinstance(field.dtype, pl.Datetime) else field.dtype
+        wrong_type = source.is_not_null() & pl.col(field.name).is_null()
+        if field.name in invalid_utf8:
+            wrong_type = wrong_type & ~pl.col(f"__invalid_utf8_{field.name}")
         checks.append(
             (
-                source.is_not_null() & pl.col(field.name).is_null(),
+                wrong_type,
                 pl.lit(f"{field.name}: expected {type_name}, got ")
-                + source.cast(pl.String, strict=False).fill_null("a value of another type"),
+                + _as_text(_raw(field.name), raw.schema[field.name]),
             )
         )
         if field.required:
             checks.append((source.is_null(), f"{field.name}: required, got null"))
     checks += _value_checks(stream)
+    checks += _time_checks(stream, now or datetime.now(UTC))
 
     frame = frame.with_columns(typed)
     # Most batches are clean: find the bad rows with cheap boolean tests, and build reason
@@ -185,7 +265,7 @@ def validate_batch(stream: c.Stream, raw: pl.DataFrame) -> ValidatedBatch:
         for cond, reason in checks
     ]
     record = pl.struct(
-        [pl.col(_raw(name)).alias(name) for name in raw.columns if name != POSITION]
+        [pl.col(_raw(name)).alias(name) for name in sorted(present, key=raw.columns.index)]
     ).struct.json_encode()
     rejected = bad.select(
         pl.col(POSITION),

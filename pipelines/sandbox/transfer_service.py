@@ -10,6 +10,14 @@ the app's transfer service must do with risk decisions, and can be made to misbe
 - `POST /control` (or the Python methods) fails the next N requests, adds latency, drops the next
   N responses after applying them, or takes the service down for a while.
 
+Malformed requests get a 4xx JSON answer (`{"error": ...}`) and the connection is closed cleanly,
+never a hang, a dropped connection or an HTML page: a bad `Content-Length` (400, or 413 over the
+body limit, whose unread body is discarded and never parsed as a request), no `Content-Length` on
+a POST or a `Transfer-Encoding` (411), a body slower than `timeout_s` (408), an unknown path (404),
+a method the path does not take (405 with `Allow`), bad `/control` input (400 naming the field),
+and what http.server refuses itself (a bad request line 400, 414, 431). Each connection has a
+socket timeout (`timeout_s`), so a client that promises more than it sends cannot hold a worker.
+
 State lives in the Python object, so it survives `stop()` / `start()`: like a service whose
 database outlives its process. `start()` after `stop()` binds the same port again.
 """
@@ -19,11 +27,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -39,6 +49,18 @@ from pipelines.decisions.record import (
 FINAL_DECISIONS = ("ALLOW", "BLOCK")
 _EFFECT = {"ALLOW": "ALLOWED", "HOLD": "HELD", "BLOCK": "BLOCKED"}
 _MAX_BODY = 64 * 1024
+DEFAULT_TIMEOUT_S = 10.0  # per connection: a read (or write) waiting longer gives up
+_LINGER_MAX_S = 2.0  # after an error answer, discard what the client still sends, this long
+_LINGER_MAX_BYTES = 1024 * 1024  # ... or this much, then close
+_MAX_LINE = 65536  # http.server's own limit on the request line
+_ROUTES: dict[str, tuple[str, ...]] = {
+    "/health": ("GET",),
+    ENDPOINT: ("GET", "POST"),
+    "/control": ("POST",),
+}
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP method (RFC 9110 token)
+_DIGITS = re.compile(r"[0-9]+")
+_CLOSE_AFTER = frozenset({400, 413, 422})  # a malformed decision request: answer, then close
 
 
 @dataclass(frozen=True)
@@ -90,39 +112,225 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(min(length, _MAX_BODY + 1)) if length else b""
+    def setup(self) -> None:
+        # The socket timeout bounds every read and write: an idle keep-alive connection or a
+        # client that promises more body than it sends cannot hold a worker forever.
+        self.timeout = self.server.service.timeout_s
+        self._length = 0
+        self._linger = False
+        super().setup()
 
-    def _send(self, response: _Response, headers: dict[str, str] | None = None) -> None:
+    # framing -----------------------------------------------------------------------------
+
+    def parse_request(self) -> bool:
+        self._length = 0
+        try:
+            return self._parse_request()
+        except TimeoutError:
+            self.send_error(HTTPStatus.REQUEST_TIMEOUT, "timed out reading the request headers")
+            return False
+
+    def _parse_request(self) -> bool:
+        if self.raw_requestline in (b"\r\n", b"\n"):
+            # RFC 9112 2.2: ignore an empty line before the request line.
+            self.raw_requestline = self.rfile.readline(_MAX_LINE + 1)
+            if not self.raw_requestline:
+                self.close_connection = True
+                return False
+            if len(self.raw_requestline) > _MAX_LINE:
+                self.command, self.request_version, self.requestline = "", "", ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return False
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) < 3:
+            # http.server would close silently on an empty line and answer HTTP/0.9 (a bare body,
+            # no status line) to `GET /path`.
+            self.command, self.request_version = None, self.protocol_version
+            what = f"request line {self.requestline[:200]!r}" if words else "empty request line"
+            self.send_error(
+                HTTPStatus.BAD_REQUEST,
+                f"{what}: expected `METHOD /path HTTP/1.1` (HTTP/0.9 is not supported)",
+            )
+            return False
+        if not super().parse_request():
+            return False
+        if not _TOKEN.fullmatch(self.command):
+            self.send_error(HTTPStatus.BAD_REQUEST, f"bad method {self.command!r}")
+            return False
+        return self._check_framing()
+
+    def handle_expect_100(self) -> bool:
+        # Refuse a body we would refuse anyway before inviting the client to send it.
+        return self._check_framing() and super().handle_expect_100()
+
+    def _check_framing(self) -> bool:
+        """Take the body length from the headers; else answer 400/411/413 (and close)."""
+        problem = self._framing_problem()
+        if problem is None:
+            return True
+        self.send_error(*problem)
+        return False
+
+    def _framing_problem(self) -> tuple[HTTPStatus, str] | None:
+        lengths = self.headers.get_all("Content-Length") or []
+        if self.headers.get_all("Transfer-Encoding"):
+            if lengths:
+                return HTTPStatus.BAD_REQUEST, "both Transfer-Encoding and Content-Length"
+            return (
+                HTTPStatus.LENGTH_REQUIRED,
+                "Transfer-Encoding is not supported: send the body with a Content-Length",
+            )
+        if not lengths:
+            if self.command == "POST":
+                return HTTPStatus.LENGTH_REQUIRED, "POST without a Content-Length header"
+            return None
+        values = {part.strip() for value in lengths for part in value.split(",")}
+        shown = ", ".join(repr(v) for v in lengths)
+        if not all(_DIGITS.fullmatch(v) for v in values):
+            return (
+                HTTPStatus.BAD_REQUEST,
+                f"Content-Length {shown} is not a non-negative integer",
+            )
+        numbers = {v.lstrip("0") or "0" for v in values}
+        if len(numbers) > 1:
+            return HTTPStatus.BAD_REQUEST, f"conflicting Content-Length values {shown}"
+        (number,) = numbers
+        if len(number) > len(str(_MAX_BODY)) or int(number) > _MAX_BODY:
+            return (
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"Content-Length {number} is over the {_MAX_BODY}-byte body limit",
+            )
+        self._length = int(number)
+        return None
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None once a 400/408 answer has gone out (the caller returns)."""
+        length, got, chunks = self._length, 0, []
+        deadline = time.monotonic() + self.timeout  # a trickle of bytes cannot last forever
+        try:
+            while got < length:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunk = self.rfile.read1(length - got)
+                if not chunk:
+                    self._error(
+                        HTTPStatus.BAD_REQUEST,
+                        f"body ended after {got} of the {length} bytes of its Content-Length",
+                    )
+                    return None
+                chunks.append(chunk)
+                got += len(chunk)
+        except TimeoutError:
+            self._error(
+                HTTPStatus.REQUEST_TIMEOUT,
+                f"timed out after {got} of the {length} body bytes promised by Content-Length",
+            )
+            return None
+        return b"".join(chunks)
+
+    # answers -------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        response: _Response,
+        headers: dict[str, str] | None = None,
+        *,
+        close: bool = False,
+    ) -> None:
         data = json.dumps(response.body).encode()
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self._linger = True
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self._send(_Response(int(status), {"error": message}), headers, close=True)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Every error, http.server's own too (bad request line, 414, 431...), as JSON; close."""
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = self.protocol_version  # else no status line goes out
+        short, long = self.responses.get(code, ("Error", ""))
+        text = message or f"{short}: {long}"
+        self._error(code, (f"{text} ({explain})" if explain else text)[:500])
+
+    def finish(self) -> None:
+        super().finish()
+        if self._linger:
+            self._discard_rest()
+
+    def _discard_rest(self) -> None:
+        """Lingering close: signal the end of the answer, then read and drop what the client
+        still sends (an unread body) for a while. Closing with unread data would reset the
+        connection, and the client could lose the answer; none of it is parsed as a request."""
+        sock = self.connection
+        deadline = time.monotonic() + min(self.timeout, _LINGER_MAX_S)
+        discarded = 0
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+            while discarded < _LINGER_MAX_BYTES:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(left)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                discarded += len(chunk)
+
+    # routing -------------------------------------------------------------------------------
+
+    def _route(self) -> str | None:
+        """The path if it takes this method; else answer 404 or 405 (with Allow) and None."""
+        path = self.path.split("?", 1)[0]
+        allowed = _ROUTES.get(path)
+        if allowed is None:
+            self._error(HTTPStatus.NOT_FOUND, f"no such path {path}")
+            return None
+        if self.command not in allowed:
+            self._error(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"method {self.command} not allowed on {path}; allowed: {', '.join(allowed)}",
+                {"Allow": ", ".join(allowed)},
+            )
+            return None
+        return path
+
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers a method without a `do_` handler 501 HTML: answer 405 JSON (or 404).
+        if name.startswith("do_"):
+            return self._route
+        raise AttributeError(name)
 
     def do_GET(self) -> None:
         service = self.server.service
-        path = self.path.split("?", 1)[0]
+        path = self._route()
+        if path is None or self._read_body() is None:  # a GET body is read and ignored
+            return
         if path == "/health":
             self._send(_Response(200, {"status": "ok", "port": service.port}))
-        elif path == ENDPOINT:
-            self._send(_Response(200, service.snapshot()))
         else:
-            self._send(_Response(404, {"error": f"no such path {path}"}))
+            self._send(_Response(200, service.snapshot()))
 
     def do_POST(self) -> None:
         service = self.server.service
-        path = self.path.split("?", 1)[0]
-        body = self._body()
-        if path == "/control":
-            self._send(service._control(body))
+        path = self._route()
+        if path is None:
             return
-        if path != ENDPOINT:
-            self._send(_Response(404, {"error": f"no such path {path}"}))
+        body = self._read_body()
+        if body is None:
+            return
+        if path == "/control":
+            response = service._control(body)
+            self._send(response, close=response.status >= 400)
             return
         fault = service._take_fault()
         if fault.latency_s:
@@ -136,7 +344,46 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self._send(response, {"Idempotent-Replayed": "true"} if replayed else None)
+        self._send(
+            response,
+            {"Idempotent-Replayed": "true"} if replayed else None,
+            close=response.status in _CLOSE_AFTER,
+        )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_seconds(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 3600
+
+
+_CONTROL_FIELDS: dict[str, tuple[Any, str]] = {
+    "fail_next": (_is_count, "expected a non-negative integer"),
+    "status": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 400 <= v <= 599,
+        "expected an HTTP error status, an integer from 400 to 599",
+    ),
+    "lose_responses_next": (_is_count, "expected a non-negative integer"),
+    "latency_s": (_is_seconds, "expected seconds, a number from 0 to 3600"),
+    "reset": (lambda v: isinstance(v, bool), "expected true or false"),
+    "down_for_s": (_is_seconds, "expected seconds, a number from 0 to 3600"),
+}
+
+
+def _control_problems(command: dict[str, Any]) -> list[tuple[str, str]]:
+    """What is wrong with a `/control` command, as (field, message) pairs."""
+    problems = []
+    for name, value in command.items():
+        check = _CONTROL_FIELDS.get(name)
+        if check is None:
+            problems.append((name, f"unknown field (known: {', '.join(_CONTROL_FIELDS)})"))
+        elif not check[0](value):
+            problems.append((name, f"{check[1]}, got {json.dumps(value)[:80]}"))
+    if "status" in command and "fail_next" not in command:
+        problems.append(("status", "only goes with fail_next"))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -149,9 +396,16 @@ class _Fault:
 class ReferenceTransferService:
     """The transfer service's decision endpoint on loopback, with knobs to make it fail."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> None:
+        """`timeout_s`: how long a connection may wait on its client (idle between requests,
+        or in the middle of one) before the service answers 408 or closes it."""
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, not {timeout_s!r}")
         self.host = host
         self.port = port
+        self.timeout_s = timeout_s
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -256,14 +510,26 @@ class ReferenceTransferService:
     def _control(self, body: bytes) -> _Response:
         try:
             command = json.loads(body or b"{}")
-            if not isinstance(command, dict):
-                raise ValueError("expected a JSON object")
-        except ValueError as exc:
-            return _Response(400, {"error": f"control body: {exc}"})
+        except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
+            return _Response(400, {"error": f"control body is not valid JSON: {exc}"})
+        if not isinstance(command, dict):
+            return _Response(
+                400,
+                {"error": f"control body must be a JSON object, not {type(command).__name__}"},
+            )
+        problems = _control_problems(command)
+        if problems:  # nothing is applied unless all of it is valid
+            return _Response(
+                400,
+                {
+                    "error": "control body: " + "; ".join(f"{f}: {m}" for f, m in problems),
+                    "fields": [{"field": f, "message": m} for f, m in problems],
+                },
+            )
         if "fail_next" in command:
-            self.fail_next(int(command["fail_next"]), int(command.get("status", 503)))
+            self.fail_next(command["fail_next"], command.get("status", 503))
         if "lose_responses_next" in command:
-            self.lose_responses_next(int(command["lose_responses_next"]))
+            self.lose_responses_next(command["lose_responses_next"])
         if "latency_s" in command:
             self.set_latency(float(command["latency_s"]))
         if command.get("reset"):
@@ -285,6 +551,15 @@ class ReferenceTransferService:
         try:
             record = DecisionRecord.model_validate_json(body)
         except ValidationError as exc:
+            if any(e["type"] == "json_invalid" for e in exc.errors(include_url=False)):
+                message = exc.errors(include_url=False)[0]["msg"]
+                return _Response(
+                    400,
+                    {
+                        "error": f"request body is not a JSON document: {message}",
+                        "fields": [{"field": "(body)", "message": message}],
+                    },
+                ), False
             fields = validation_errors(exc)
             names = ", ".join(f["field"] for f in fields)
             return _Response(

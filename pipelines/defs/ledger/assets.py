@@ -57,6 +57,8 @@ def ingest_stream(
             "balanced": counts.balanced,
             "files_rejected": counts.files_rejected,
             "files_skipped": counts.files_skipped,
+            # Files in the landing folder that are not ledger files: named, never read.
+            "files_ignored": dg.MetadataValue.json(counts.files_ignored),
             "batches": counts.batches,
             "quarantine_reasons": dg.MetadataValue.json(counts.as_dict()["reasons"]),
             "quarantine_examples": dg.MetadataValue.md(markdown_table(quarantined)),
