@@ -132,9 +132,10 @@ def main() -> None:
     if args.baseline_code:
         sides.append(("baseline ingest", _CHILD, baseline, args.repeat, args.baseline_code))
     sides.append(("duckdb bulk append", _FLOOR, floor, args.floor_runs, None))
-    # Interleaved, so that a noisy spell on the shared machine hits every side alike.
+    # Interleaved, so that a noisy spell on the shared machine hits every side alike, and in
+    # turns of order, so that no side always runs right after another's file is deleted.
     for i in range(max(args.repeat, args.floor_runs)):
-        for name, code, done, wanted, code_dir in sides:
+        for name, code, done, wanted, code_dir in sides[i % len(sides) :] + sides[: i % len(sides)]:
             if i < wanted:
                 done.append(run := _child(code, landing, code_dir))
                 print(
