@@ -89,3 +89,17 @@ def json_line(row: dict[str, Any]) -> str:
     return json.dumps(
         {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
     )
+
+
+# A valid decisions-v1 record, as the transfer service receives it.
+DECISION_RECORD = {
+    "decision_id": "dec-1",
+    "transfer_id": "TX00000001",
+    "decision": "HOLD",
+    "risk_score": 0.91,
+    "reason_codes": ["RECENT_SIM_CHANGE"],
+    "model_version": "model-1",
+    "policy_version": "policy-2026.11.1",
+    "decided_at": "2026-11-02T04:00:00Z",
+    "supersedes": None,
+}

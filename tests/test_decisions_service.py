@@ -6,18 +6,9 @@ import httpx
 import pytest
 
 from pipelines.sandbox.transfer_service import ReferenceTransferService
+from tests.factories import DECISION_RECORD
 
-RECORD = {
-    "decision_id": "dec-1",
-    "transfer_id": "TX00000001",
-    "decision": "HOLD",
-    "risk_score": 0.91,
-    "reason_codes": ["RECENT_SIM_CHANGE"],
-    "model_version": "model-1",
-    "policy_version": "policy-2026.11.1",
-    "decided_at": "2026-11-02T04:00:00Z",
-    "supersedes": None,
-}
+RECORD = DECISION_RECORD
 
 
 @pytest.fixture

@@ -16,22 +16,13 @@ import httpx
 import pytest
 
 from pipelines.sandbox.transfer_service import _MAX_BODY, ReferenceTransferService
+from tests.factories import DECISION_RECORD
 
 SERVER_TIMEOUT_S = 1.0  # the service's socket timeout in these tests
 HANG_GUARD_S = 8.0  # how long a test waits for an answer and a close before calling it a hang
 ENDPOINT = "/v1/risk-decisions"
 
-RECORD = {
-    "decision_id": "dec-1",
-    "transfer_id": "TX00000001",
-    "decision": "HOLD",
-    "risk_score": 0.91,
-    "reason_codes": ["RECENT_SIM_CHANGE"],
-    "model_version": "model-1",
-    "policy_version": "policy-2026.11.1",
-    "decided_at": "2026-11-02T04:00:00Z",
-    "supersedes": None,
-}
+RECORD = DECISION_RECORD
 _good = itertools.count(1)
 
 

@@ -311,8 +311,7 @@ def commit_batches(
 
     batch_ids = [scalar(con, "SELECT nextval('ledger.batch_ids')") for _ in items]
     copy_ids = [scalar(con, "SELECT nextval('ledger.batch_ids')") for _ in copies]
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with _transaction(con):
         if new_rows is not None and new_rows.height:
             # Arrow string views: DuckDB reads them without the copy a plain export makes.
             con.register("_new_rows", new_rows.to_arrow(compat_level=pl.CompatLevel.newest()))
@@ -344,13 +343,22 @@ def commit_batches(
             _record_source(con, batch_id, stream, source, batch_counts, "ingested", notes, now)
         for (copy, original), batch_id in zip(copies, copy_ids, strict=True):
             _record_copy(con, batch_id, stream, copy, original, now)
+    return counts
+
+
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One ingestion transaction: committed whole, or rolled back. Its commit is a crash point
+    on both sides (`pipelines.faults`), where the fault-injection tests kill ingestion."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
         crash_point("ingest")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     crash_point("ingest")
-    return counts
 
 
 def _ranges_overlap(parts: list[pl.DataFrame], column: str) -> bool:
@@ -465,19 +473,12 @@ def reject_file(
     now = datetime.now(UTC)
     batch_id = scalar(con, "SELECT nextval('ledger.batch_ids')")
     counts = IngestCounts(batches=1, files_rejected=1, reasons={reason.split(":")[0]: 1})
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with _transaction(con):
         con.execute(
             "INSERT INTO ledger.quarantine VALUES (?, ?, ?, ?, 'file', NULL, ?, NULL, ?)",
             [batch_id, stream.name, source.kind, source.name, reason, now],
         )
         _record_source(con, batch_id, stream, source, counts, "rejected", reason, now)
-        crash_point("ingest")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    crash_point("ingest")
     return counts
 
 
@@ -616,15 +617,8 @@ def _commit_copy(
 ) -> None:
     """Record, in a transaction of its own, a copy of a file that is committed already."""
     batch_id = scalar(con, "SELECT nextval('ledger.batch_ids')")
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with _transaction(con):
         _record_copy(con, batch_id, stream, copy, original, datetime.now(UTC))
-        crash_point("ingest")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    crash_point("ingest")
 
 
 def quarantine_summary(con: duckdb.DuckDBPyConnection, limit: int = 5) -> list[dict]:
