@@ -196,8 +196,8 @@ def _signals_stop_the_wait(job_name: str) -> Iterator[_Waiting]:
         yield waiting
     finally:
         for signum, handler in previous.items():
-            if handler is not None:  # None: not set from Python, nothing to put back
-                signal.signal(signum, handler)
+            # None: not set from Python; the default action is the closest to put back.
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 class _RunLock:

@@ -307,3 +307,62 @@ def test_files_with_other_extensions_are_reported_by_name(dirs):
     assert counts.loaded == 1
     assert counts.files_ignored == ["transfers/b.csv", "transfers/day/README.txt"]
     assert counts.as_dict()["files_ignored"] == ["transfers/b.csv", "transfers/day/README.txt"]
+
+
+# --- Failures that are not the file's -------------------------------------------------------
+
+
+def test_a_failure_that_is_not_the_files_stops_the_run_and_the_file_is_read_again(
+    dirs, monkeypatch
+):
+    landing, db = dirs
+    land_parquet(landing, c.TRANSFERS, "a.parquet", [transfer(1), transfer(2)])
+    real = ingest.prepare_batch
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    with warehouse(db) as con:
+        monkeypatch.setattr(ingest, "prepare_batch", out_of_memory)
+        with pytest.raises(MemoryError):
+            ingest_landing(con, landing)
+        monkeypatch.setattr(ingest, "prepare_batch", real)
+        counts = ingest_landing(con, landing).streams["transfers"]
+        assert loaded_ids(con) == ids([1, 2])
+    assert (counts.loaded, counts.files_rejected) == (2, 0)
+
+
+def test_a_file_moved_away_during_the_run_does_not_stop_the_others(dirs, monkeypatch):
+    landing, db = dirs
+    land_parquet(landing, c.TRANSFERS, "a.parquet", [transfer(1)])
+    gone = land_parquet(landing, c.TRANSFERS, "b.parquet", [transfer(2)])
+    land_parquet(landing, c.TRANSFERS, "c.parquet", [transfer(3)])
+    real = ingest.landing.content_hash
+
+    def archived_meanwhile(path):
+        if path == gone:
+            path.unlink()  # an archiver takes it between the listing and the read
+        return real(path)
+
+    monkeypatch.setattr(ingest.landing, "content_hash", archived_meanwhile)
+    with warehouse(db) as con:
+        counts = ingest_landing(con, landing).streams["transfers"]
+        assert loaded_ids(con) == ids([1, 3])
+    assert counts.balanced and counts.files_rejected == 0
+
+
+def test_a_warehouse_holding_a_repeated_ledger_seq_still_ingests(dirs):
+    """A warehouse loaded before ledger_seq was unique across the ledger may hold two transfers
+    of one seq; a later file with that seq is settled once, not twice."""
+    landing, db = dirs
+    land_parquet(landing, c.TRANSFERS, "a.parquet", [transfer(1)])
+    with warehouse(db) as con:
+        ingest_landing(con, landing)
+        con.execute(
+            """INSERT INTO ledger.transfer_events
+               SELECT * REPLACE ('TX00000099' AS transfer_id) FROM ledger.transfer_events"""
+        )
+        land_parquet(landing, c.TRANSFERS, "b.parquet", [transfer(1), transfer(2)])
+        counts = ingest_landing(con, landing).streams["transfers"]
+    assert counts.balanced
+    assert (counts.rows_in, counts.loaded, counts.duplicates, counts.quarantined) == (2, 1, 1, 0)

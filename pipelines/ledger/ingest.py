@@ -156,6 +156,8 @@ def _against_warehouse(
         return matched.with_columns(pl.lit([], pl.List(pl.String)).alias("_diff"))
     candidates = firsts.join(matched, on="_i").select("_i", *stream.columns)
     on = " AND ".join(f"b.{k} = e.{k}" for k in key)
+    # One match a row, even in a warehouse loaded before `ledger_seq` was enforced unique
+    # across the ledger (it may hold two rows of one seq): a row is a repeat once.
     diffs = ", ".join(
         f"CASE WHEN b.{col} IS DISTINCT FROM e.{col} THEN '{col}' END" for col in stream.columns
     )
@@ -163,7 +165,8 @@ def _against_warehouse(
     try:
         return con.sql(
             f"""SELECT b._i, list_filter([{diffs}], lambda x: x IS NOT NULL) AS _diff
-                FROM _batch_candidates b JOIN {table} e ON {on}""",
+                FROM _batch_candidates b JOIN {table} e ON {on}
+                QUALIFY row_number() OVER (PARTITION BY b._i ORDER BY e._batch_id) = 1""",
         ).pl()
     finally:
         con.unregister("_batch_candidates")
@@ -532,7 +535,11 @@ def ingest_landing(
     files = [f for f in found.files if f.stream.name in wanted]
     todo: list[tuple[landing.LandingFile, str | None]] = []
     for file in files:
-        if known.get(file.relative) == (file.size, file.path.stat().st_mtime_ns):
+        try:
+            mtime_ns = file.path.stat().st_mtime_ns
+        except FileNotFoundError:  # moved away since the folder was listed: nothing to read
+            continue
+        if known.get(file.relative) == (file.size, mtime_ns):
             report.streams[file.stream.name].files_skipped += 1
             continue
         # Landed files are immutable; a changed one is re-read and row dedup keeps it exact.
@@ -542,14 +549,17 @@ def ingest_landing(
 
     def prepare(item: tuple[landing.LandingFile, str | None]):
         file, note = item
-        source = BatchSource(
-            kind="file",
-            name=file.relative,
-            position_kind=file.position_kind,
-            content_hash=landing.content_hash(file.path),
-            size_bytes=file.size,
-            mtime_ns=file.path.stat().st_mtime_ns,
-        )
+        try:
+            source = BatchSource(
+                kind="file",
+                name=file.relative,
+                position_kind=file.position_kind,
+                content_hash=landing.content_hash(file.path),
+                size_bytes=file.size,
+                mtime_ns=file.path.stat().st_mtime_ns,
+            )
+        except FileNotFoundError:  # moved away since the folder was listed: nothing to read
+            return None, None
         if source.content_hash in hashes:
             return source, None  # decided in file order below, where `hashes` is kept
         raw = landing.read(file)
@@ -559,7 +569,10 @@ def ingest_landing(
             return source, prepare_batch(
                 file.stream, raw.frame, unreadable=raw.unreadable, note=note, now=now
             )
-        except Exception as exc:  # a bug or an encoding we did not foresee: keep the stream going
+        except (pl.exceptions.PolarsError, ValueError, TypeError) as exc:
+            # Content we did not foresee: reject the file by name and keep the stream going.
+            # Other failures (memory, I/O) are not the file's: they stop the run, and the next
+            # run reads the file again.
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             return source, f"could not be validated: {type(exc).__name__}: {first}"
 
@@ -584,6 +597,8 @@ def ingest_landing(
             while len(ahead) <= _READ_AHEAD and done - 1 + len(ahead) < len(todo):
                 ahead.append(pool.submit(prepare, todo[done - 1 + len(ahead)]))
             source, prepared = ahead.popleft().result()
+            if source is None:
+                continue
             counts = report.streams[file.stream.name]
             if group and group[0][0].stream is not file.stream:
                 commit_group()

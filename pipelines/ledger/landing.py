@@ -113,7 +113,9 @@ def read(file: LandingFile) -> RawFile:
                 frame=frame.with_row_index(POSITION).with_columns(pl.col(POSITION).cast(pl.Int64))
             )
         return _read_ndjson(file.stream, file.path)
-    except Exception as exc:  # any corrupt, truncated or unexpected file lands here
+    except (pl.exceptions.PolarsError, pa.ArrowException, ValueError) as exc:
+        # A corrupt, truncated or foreign file; memory and I/O errors are not the file's fault
+        # and propagate, so that the file is read again by the next run.
         kind = "Parquet" if file.format == "parquet" else "NDJSON"
         return RawFile(frame=None, file_error=f"unreadable {kind} file: {_one_line(exc)}")
 
@@ -183,7 +185,7 @@ def _read_ndjson(stream: c.Stream, path: Path) -> RawFile:
             return RawFile(frame=None, unreadable=unreadable)
         frame = pl.read_ndjson(io.BytesIO(b"\n".join(good)), schema=schema)
     frame = frame.with_columns(pl.Series(POSITION, good_lines, dtype=pl.Int64))
-    frame, nested = _without_nested_values(frame, dict(numbered))
+    frame, nested = _without_nested_values(frame, numbered)
     unreadable = sorted(unreadable + nested)
     extra = _extra_keys(stream, numbered[:_NDJSON_EXTRA_KEY_SAMPLE])
     for key in extra:  # reported as a column so validation notes it, never loaded
@@ -192,7 +194,7 @@ def _read_ndjson(stream: c.Stream, path: Path) -> RawFile:
 
 
 def _without_nested_values(
-    frame: pl.DataFrame, lines: dict[int, bytes]
+    frame: pl.DataFrame, numbered: list[tuple[int, bytes]]
 ) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
     """Rows where a field holds a JSON object or array (read as its JSON text), moved out."""
     looks_nested = pl.any_horizontal(
@@ -201,6 +203,7 @@ def _without_nested_values(
         if name != POSITION
     )
     candidates = frame.filter(looks_nested)[POSITION].to_list()
+    lines = dict(numbered) if candidates else {}
     nested: list[tuple[int, str, str]] = []
     for number in candidates:
         obj = json.loads(lines[number])

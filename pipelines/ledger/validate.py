@@ -80,6 +80,11 @@ def _decode_text(raw: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     for name, dtype in raw.schema.items():
         if dtype != pl.Binary:
             continue
+        try:  # all valid, the usual case: one vectorized cast
+            raw = raw.with_columns(raw[name].cast(pl.String))
+            continue
+        except pl.exceptions.PolarsError:
+            pass
         values = raw[name].to_list()
         flags = []
         text = []

@@ -58,7 +58,7 @@ def ingest_stream(
             "files_rejected": counts.files_rejected,
             "files_skipped": counts.files_skipped,
             # Files in the landing folder that are not ledger files: named, never read.
-            "files_ignored": dg.MetadataValue.json(counts.files_ignored),
+            "files_ignored": dg.MetadataValue.json(counts.files_ignored[:100]),
             "batches": counts.batches,
             "quarantine_reasons": dg.MetadataValue.json(counts.as_dict()["reasons"]),
             "quarantine_examples": dg.MetadataValue.md(markdown_table(quarantined)),
