@@ -711,3 +711,25 @@ def test_risk_score_one_from_a_mapping_equals_the_batch_score(synthetic: Any) ->
     partial = {names[0]: 1.0}  # everything else unknown
     expected = model.risk_score(np.array([[1.0] + [np.nan] * (len(names) - 1)]))[0]
     assert model.risk_score_one(partial) == expected
+
+
+def test_capacity_counts_the_days_the_window_covers() -> None:
+    """A 7-day test window cut at UTC midnight spans 8 India days; the team reviews 7 days of
+    holds, not 8."""
+    start = dt.datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+    hours = range(0, 7 * 24, 3)
+    frame = pl.DataFrame(
+        {
+            "transfer_id": [f"T{h}" for h in hours],
+            "payer_vpa": [f"p{h}" for h in hours],
+            "created_at": _ts([start + dt.timedelta(hours=h, minutes=30) for h in hours]),
+            "risk_score": [h / 1000 for h in hours],
+            "y": [h % 2 for h in hours],
+            "amount_paise": [1_000 for _ in hours],
+            "fraud_type": pl.Series([None for _ in hours], dtype=pl.String),
+        }
+    )
+    m = window_metrics(frame, review_capacity=3, hold_rate=0.5)
+    assert m["days"] == 8  # India days with payers, for precision@k
+    scores = frame["risk_score"].to_numpy()
+    assert (scores >= m["capacity_threshold"]).sum() == 3 * 7

@@ -214,6 +214,16 @@ def precision_at_k(frame: pl.DataFrame, k: int = DEFAULT_REVIEW_CAPACITY) -> dic
     }
 
 
+def window_days(frame: pl.DataFrame) -> int:
+    """The days a window covers: its UTC calendar days, first to last (windows are cut at UTC
+    midnight; counting its India days instead would count the partial IST days at both ends
+    as two more, and let the policy hold a seventh more than the team reviews)."""
+    if frame.height == 0:
+        return 0
+    days = as_utc_column(frame, "created_at")["created_at"].dt.date()
+    return (days.max() - days.min()).days + 1
+
+
 def window_metrics(
     frame: pl.DataFrame,
     *,
@@ -262,7 +272,9 @@ def window_metrics(
         "days": top_k["days"],
         "hold_rate": hold_rate,
         "hold_threshold": None if not math.isfinite(threshold) else threshold,
-        "capacity_threshold": _finite(capacity_threshold(scores, review_capacity * top_k["days"])),
+        "capacity_threshold": _finite(
+            capacity_threshold(scores, review_capacity * window_days(frame))
+        ),
         "held_transfers": int(held.sum()),
         "held_share": _ratio(int(held.sum()), n),
         "recall_at_hold": _ratio(int((held & fraud).sum()), n_fraud),
