@@ -40,6 +40,27 @@ def data_dir_option(func):
     )(func)
 
 
+def _instance(data_dir: Path | None) -> DataDir:
+    """The instance a reading command works on; a directory that is none is refused, so that a
+    mistyped --data-dir does not quietly start an empty instance."""
+    paths = DataDir.resolve(data_dir)
+    if not paths.is_instance():
+        raise click.UsageError(
+            f"{paths.root} is not an upi-risk instance (no landing/, warehouse.duckdb or "
+            "dagster/ in it): check --data-dir, or make one with `upi-risk demo` or "
+            f"`upi-risk simulate --data-dir {paths.root}`"
+        )
+    return paths
+
+
+def _new_instance(data_dir: Path | None) -> DataDir:
+    """The instance a making command writes; says so when it creates one."""
+    paths = DataDir.resolve(data_dir)
+    if not paths.is_instance():
+        click.echo(f"creating a new instance in {paths.root}", err=True)
+    return paths
+
+
 def json_option(func):
     return click.option(
         "--json", "as_json", is_flag=True, help="Print a machine-readable summary."
@@ -133,7 +154,7 @@ def run_simulation(
 @json_option
 def simulate(out, truth_dir, days, users, merchants, seed, start, fraud_rate, data_dir, as_json):
     """Write simulated ledger-v1 landing files (transfers, accounts, labels)."""
-    paths = DataDir.resolve(data_dir)
+    paths = _new_instance(data_dir)
     landing_dir = out or paths.landing
     truth = truth_dir or paths.ground_truth
     first_day = start.date() if start else dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
@@ -166,7 +187,7 @@ def ingest(postgres_dsn, data_dir, as_json):
 
     if postgres_dsn:
         os.environ["UPI_RISK_LEDGER_DSN"] = postgres_dsn
-    paths = DataDir.resolve(data_dir)
+    paths = _instance(data_dir)
     summary = _run_ledger(paths)
     _print_run(summary, paths, as_json)
     sys.exit(0 if summary["success"] else 1)
@@ -180,7 +201,7 @@ def ingest(postgres_dsn, data_dir, as_json):
 @json_option
 def demo(users, days, seed, data_dir, as_json):
     """Simulate 30 days of traffic (once), then materialize everything and print a summary."""
-    paths = DataDir.resolve(data_dir).ensure()
+    paths = _new_instance(data_dir).ensure()
     started = time.perf_counter()
     simulated: dict[str, Any] | None = None
     if not any((paths.landing / "transfers").rglob("*.parquet")):
@@ -288,7 +309,7 @@ def _run_adoption(
 @json_option
 def adoption(since, until, data_dir, as_json):
     """Build the adoption marts for a range of days and write the dashboards."""
-    paths = DataDir.resolve(data_dir)
+    paths = _instance(data_dir)
     if not paths.warehouse.exists():
         raise click.ClickException(
             f"no warehouse at {paths.warehouse}: run `upi-risk ingest` first"

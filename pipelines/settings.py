@@ -68,6 +68,12 @@ class DataDir(BaseModel):
     def dagster_home(self) -> Path:
         return self.root / "dagster"
 
+    def is_instance(self) -> bool:
+        """Whether the directory holds an instance: landing files, a warehouse or run history."""
+        return self.root.is_dir() and any(
+            path.exists() for path in (self.landing, self.warehouse, self.dagster_home)
+        )
+
     def ensure(self) -> DataDir:
         """Create the directories a run writes into; return self."""
         for path in (self.root, self.landing, self.reports, self.dagster_home):

@@ -89,3 +89,16 @@ def test_bad_input_gives_a_clear_error(tmp_path):
     again = upi_risk("simulate", "--users", "200", "--days", "2", data_dir=tmp_path, check=False)
     assert again.returncode == 1
     assert "already holds parquet files" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_a_mistyped_data_dir_is_refused_not_created(tmp_path):
+    typo = tmp_path / "instnace"
+    for command in ("ingest", "adoption"):
+        done = upi_risk(command, data_dir=typo, check=False)
+        assert done.returncode == 2, done.stderr
+        assert f"{typo} is not an upi-risk instance" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not typo.exists()
+    made = upi_risk("simulate", "--users", "200", "--days", "1", "--json", data_dir=typo)
+    assert f"creating a new instance in {typo}" in made.stderr
+    assert json.loads(made.stdout)["transfers"] > 0

@@ -11,7 +11,7 @@ import duckdb
 
 from pipelines.ledger.postgres import PostgresLedgerConfig
 from pipelines.privacy import load_token_key
-from pipelines.risk.loop import LoopSettings
+from pipelines.risk.settings import LoopSettings
 from pipelines.risk.registry import ModelRegistry
 from pipelines.settings import DataDir
 from pipelines.warehouse import warehouse

@@ -35,26 +35,11 @@ from pipelines.risk.labels import evaluation_targets
 from pipelines.risk.model import GradientBoostingRiskModel
 from pipelines.risk.policy import Policy, confirmed_mule_vpas, decide, decision_records
 from pipelines.risk.registry import ModelRegistry, PromotionDecision
+from pipelines.risk.settings import LoopSettings  # re-exported: existing importers use loop
 from pipelines.warehouse import DECISIONS_TABLE, table_exists
 
 LABEL_COLUMNS = "transfer_id, label, fraud_type, source, reported_at"
 SCORES_TABLE = "risk.transfer_scores"
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """Windows of the training / evaluation protocol and of the hand-off to the transfer service."""
-
-    test_days: int = 7
-    delay_days: int = 7
-    folds: int = 3
-    maturity_days: int = 30
-    hold_rate: float = 0.005
-    review_capacity: int = 100
-    # Decisions go to the transfer service only for transfers this recent: older ones settled
-    # long ago and would only come back as 409.
-    delivery_window_hours: float = 2.0
-    random_state: int = 0
 
 
 @dataclass

@@ -14,15 +14,9 @@ from pipelines.defs.metadata import markdown_table
 from pipelines.defs.resources import WAREHOUSE_POOL, RiskResource, WarehouseResource
 from pipelines.features.definitions import FEATURES
 from pipelines.features.table import FEATURE_TABLE, read_features, refresh_feature_table
-from pipelines.risk.loop import (
-    SCORES_TABLE,
-    TrainingOutcome,
-    read_allowlist,
-    read_labels,
-    recent_decision_records,
-    score_new_transfers,
-    train_candidate,
-)
+
+# The risk loop (training, evaluation, scoring) pulls scikit-learn and SciPy: it is imported
+# inside the asset bodies, because definitions load in every run process and in the UI.
 
 GROUP = "risk"
 
@@ -64,11 +58,13 @@ def risk_model(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, risk: RiskResource
 ) -> dg.MaterializeResult:
     """A candidate model version in the registry, evaluated against the logistic baseline."""
+    from pipelines.risk.loop import read_labels, train_candidate  # heavy: see module top
+
     with warehouse.connect(read_only=True) as con:
         features = read_features(con)
         ledger_labels = read_labels(con)
     truth = pl.read_parquet(risk.ground_truth_path) if risk.ground_truth_path else None
-    outcome: TrainingOutcome = train_candidate(
+    outcome = train_candidate(
         features, ledger_labels, risk.registry, risk.settings, truth=truth
     )
     context.log.info(f"registered candidate {outcome.version}")
@@ -137,6 +133,12 @@ def live_model(context: dg.AssetExecutionContext, risk: RiskResource) -> dg.Mate
 @dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=[transfer_features])
 def transfer_scores(warehouse: WarehouseResource, risk: RiskResource) -> dg.MaterializeResult:
     """Risk score, decision and reason codes of every transfer (live model; challengers in shadow)."""
+    from pipelines.risk.loop import (  # heavy: see module top
+        SCORES_TABLE,
+        read_allowlist,
+        score_new_transfers,
+    )
+
     with warehouse.connect() as con:
         allowlist = read_allowlist(Path(risk.allowlist_path)) if risk.allowlist_path else set()
         result = score_new_transfers(con, risk.registry, allowlist=allowlist)
@@ -158,6 +160,8 @@ def transfer_scores(warehouse: WarehouseResource, risk: RiskResource) -> dg.Mate
 @dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, deps=[transfer_scores])
 def decision_outbox(warehouse: WarehouseResource, risk: RiskResource) -> dg.MaterializeResult:
     """Decisions for recent transfers, durably queued for the transfer service (idempotent)."""
+    from pipelines.risk.loop import recent_decision_records  # heavy: see module top
+
     with warehouse.connect(read_only=True) as con:
         records = recent_decision_records(con, risk.registry, risk.settings)
     engine = operational_engine(risk.operational_db_url)
