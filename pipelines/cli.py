@@ -553,6 +553,8 @@ def _print_risk(out: Console, risk: dict[str, Any]) -> None:
             "mean over prequential folds (test windows judged by ground truth when present):"
         )
         out.print(Markdown(model["evaluation"]))
+        if model.get("folds"):
+            click.echo(model["folds"])
     for check in risk["training"]["checks"]:
         reason = check["metadata"].get("reason", "")
         verdict = (

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from pipelines.risk import forest as forest_module
 from pipelines.risk.evaluation import (
+    BacktestResult,
     backtest,
     hold_threshold,
     pr_curve_png,
@@ -733,3 +734,22 @@ def test_capacity_counts_the_days_the_window_covers() -> None:
     assert m["days"] == 8  # India days with payers, for precision@k
     scores = frame["risk_score"].to_numpy()
     assert (scores >= m["capacity_threshold"]).sum() == 3 * 7
+
+
+def test_a_skipped_fold_is_reported_with_its_reason() -> None:
+    ran = {"fold": 0, "average_precision": 0.7}
+    skipped = {"fold": 1, "skipped": "fit failed: no fraud in the calibration slice"}
+    result = BacktestResult(
+        metrics={
+            "models": {
+                "gbdt": {"folds": [ran, skipped], "mean": {"folds_run": 1}},
+                "logistic": {"folds": [ran, {"fold": 1, **ran}], "mean": {"folds_run": 2}},
+            }
+        },
+        scores=pl.DataFrame(),
+        folds=[],
+    )
+    assert result.folds_summary().splitlines() == [
+        "gbdt: 1 of 2 folds ran; fold 1 skipped (fit failed: no fraud in the calibration slice)",
+        "logistic: 2 of 2 folds ran",
+    ]

@@ -11,8 +11,8 @@ import duckdb
 
 from pipelines.ledger.postgres import PostgresLedgerConfig
 from pipelines.privacy import load_token_key
-from pipelines.risk.settings import LoopSettings
 from pipelines.risk.registry import ModelRegistry
+from pipelines.risk.settings import LoopSettings
 from pipelines.settings import DataDir
 from pipelines.warehouse import warehouse
 

@@ -304,6 +304,20 @@ class BacktestResult:
     def model_names(self) -> list[str]:
         return list(self.metrics["models"])
 
+    def folds_summary(self) -> str:
+        """How many folds each model ran, and why any was skipped: a mean over one fold must
+        not read as a mean over several."""
+        lines = []
+        for name, result in self.metrics["models"].items():
+            entries = result["folds"]
+            ran = sum(1 for e in entries if "skipped" not in e)
+            line = f"{name}: {ran} of {len(entries)} folds ran"
+            skipped = [
+                f"fold {e['fold']} skipped ({e['skipped']})" for e in entries if "skipped" in e
+            ]
+            lines.append(line + ("; " + "; ".join(skipped) if skipped else ""))
+        return "\n".join(lines)
+
     def table(self, model: str | None = None, baseline: str | None = None) -> pl.DataFrame:
         """Mean metrics over folds, model vs baseline: `metric, <model>, <baseline>, difference`."""
         names = self.model_names

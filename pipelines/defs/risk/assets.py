@@ -64,9 +64,7 @@ def risk_model(
         features = read_features(con)
         ledger_labels = read_labels(con)
     truth = pl.read_parquet(risk.ground_truth_path) if risk.ground_truth_path else None
-    outcome = train_candidate(
-        features, ledger_labels, risk.registry, risk.settings, truth=truth
-    )
+    outcome = train_candidate(features, ledger_labels, risk.registry, risk.settings, truth=truth)
     context.log.info(f"registered candidate {outcome.version}")
     table = outcome.evaluation.table()
     png = outcome.evaluation.pr_curve_png()
@@ -81,6 +79,8 @@ def risk_model(
             "evaluation": dg.MetadataValue.md(
                 markdown_table(table.with_columns(pl.col(pl.Float64).round(4)))
             ),
+            # How many folds the means are over, and why any was skipped.
+            "folds": outcome.evaluation.folds_summary(),
             "metrics": dg.MetadataValue.json(
                 json.loads(json.dumps(outcome.evaluation.metrics, default=str))
             ),
