@@ -18,6 +18,7 @@ demo: setup
 	$(BIN)/upi-risk demo
 
 test: setup
+	bash tests/system_packages.sh
 	$(BIN)/ruff check pipelines tests benchmarks
 	$(BIN)/pytest -n 2 --dist loadgroup
 
