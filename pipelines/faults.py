@@ -28,8 +28,3 @@ def crash_point(name: str) -> None:
     _reached[name] += 1
     if _reached[name] == int(nth):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def reached(name: str) -> int:
-    """How many crash points called `name` this process has passed."""
-    return _reached[name]

@@ -108,9 +108,7 @@ class HeldRun:
         return self.process.wait(timeout=HANG_GUARD)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=HANG_GUARD)
+        _kill(self.process)
 
     def describe(self) -> str:
         return f"held run (exit {self.process.poll()}):\n{self.log.read_text()}"
@@ -155,12 +153,16 @@ class Command:
             pytest.fail(f"`upi-risk ingest` still running after {HANG_GUARD} s:\n{self.stderr}")
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=HANG_GUARD)
+        _kill(self.process)
 
     def describe(self) -> str:
         return f"upi-risk ingest (exit {self.process.poll()}):\n{self.stderr}"
+
+
+def _kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=HANG_GUARD)
 
 
 def _wait_for(condition: Callable[[], Any], what: str, *watched: HeldRun | Command) -> Any:

@@ -573,11 +573,11 @@ def ingest_landing(
             # Content we did not foresee: reject the file by name and keep the stream going.
             # Other failures (memory, I/O) are not the file's: they stop the run, and the next
             # run reads the file again.
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            return source, f"could not be validated: {type(exc).__name__}: {first}"
+            return source, f"could not be validated: {landing.one_line(exc)}"
 
     group: list[tuple[PreparedBatch, BatchSource]] = []
     copies: list[tuple[BatchSource, str]] = []  # copies of the group's files, with them
+    pending: set[str] = set()  # content hashes of the group's files
 
     def commit_group() -> None:
         if group:
@@ -586,8 +586,7 @@ def ingest_landing(
                 report.streams[prepared.stream.name].add(counts)
             group.clear()
             copies.clear()
-
-    pending: set[str] = set()  # content hashes of the files in the uncommitted group
+            pending.clear()
 
     # Reading and validating the next files overlaps with writing the current group: Polars
     # and DuckDB both release the GIL.
@@ -602,7 +601,6 @@ def ingest_landing(
             counts = report.streams[file.stream.name]
             if group and group[0][0].stream is not file.stream:
                 commit_group()
-                pending.clear()
             if source.content_hash in hashes:
                 # The same bytes landed again (copied, renamed or touched): nothing new to read.
                 counts.files_skipped += 1
@@ -620,7 +618,6 @@ def ingest_landing(
                 group.append((prepared, source))
                 if sum(p.rows_in for p, _ in group) >= GROUP_ROWS:
                     commit_group()
-                    pending.clear()
             if progress is not None:
                 progress(file.relative, done, len(todo))
         commit_group()

@@ -117,10 +117,11 @@ def read(file: LandingFile) -> RawFile:
         # A corrupt, truncated or foreign file; memory and I/O errors are not the file's fault
         # and propagate, so that the file is read again by the next run.
         kind = "Parquet" if file.format == "parquet" else "NDJSON"
-        return RawFile(frame=None, file_error=f"unreadable {kind} file: {_one_line(exc)}")
+        return RawFile(frame=None, file_error=f"unreadable {kind} file: {one_line(exc)}")
 
 
-def _one_line(exc: Exception) -> str:
+def one_line(exc: Exception) -> str:
+    """An exception as one short line, for a rejection reason (Polars errors span pages)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
 

@@ -73,6 +73,14 @@ def _as_text(column: str, source: pl.DataType) -> pl.Expr:
     return pl.col(column).cast(pl.String, strict=False).fill_null("a value of another type")
 
 
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _decode_text(raw: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     """Binary columns as text; returns the names whose bytes were not all valid UTF-8, each
     with an `__invalid_utf8_<name>` flag column (the text keeps U+FFFD there, for the record)."""
@@ -86,23 +94,13 @@ def _decode_text(raw: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
         except pl.exceptions.PolarsError:
             pass
         values = raw[name].to_list()
-        flags = []
-        text = []
-        for value in values:
-            if value is None:
-                flags.append(False)
-                text.append(None)
-                continue
-            try:
-                text.append(value.decode("utf-8"))
-                flags.append(False)
-            except UnicodeDecodeError:
-                text.append(value.decode("utf-8", errors="replace"))
-                flags.append(True)
-        raw = raw.with_columns(pl.Series(name, text, pl.String))
-        if any(flags):
-            invalid.append(name)
-            raw = raw.with_columns(pl.Series(f"__invalid_utf8_{name}", flags, pl.Boolean))
+        flags = [value is not None and not _is_utf8(value) for value in values]
+        text = [None if v is None else v.decode("utf-8", errors="replace") for v in values]
+        invalid.append(name)
+        raw = raw.with_columns(
+            pl.Series(name, text, pl.String),
+            pl.Series(f"__invalid_utf8_{name}", flags, pl.Boolean),
+        )
     return raw, invalid
 
 
