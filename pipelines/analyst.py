@@ -23,7 +23,6 @@ A read-only DuckDB connection still locks the file against writers: close the wa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import polars as pl
 
 from pipelines.adoption.marts import MARTS
 from pipelines.privacy import TOKEN_PREFIX, load_token_key, register_token_macro, vpa_token
-from pipelines.settings import DATA_DIR_ENV, DEFAULT_DATA_DIR, DataDir
+from pipelines.settings import DEFAULT_DATA_DIR, DataDir, Settings
 from pipelines.warehouse import connect
 
 DEVICE_TOKEN_PREFIX = "d_"
@@ -159,7 +158,8 @@ def open_warehouse(data_dir: str | Path | None = None) -> Warehouse:
             f"`upi-risk` command): open it again once that has finished ({exc})"
         ) from exc
     try:
-        key = load_token_key(paths)
+        configured = _settings(paths.root).token_key
+        key = load_token_key(paths, configured.get_secret_value() if configured else None)
         register_token_macro(con, key)
         # Devices are tokenized with the same key under their own prefix, so a device token is
         # never mistaken for a person's.
@@ -254,7 +254,7 @@ class Warehouse:
         """The live model and the policy it scores under (hold threshold), or None if none."""
         # Imported here: the risk loop pulls in the model code, seconds of import time that
         # only the model notebook needs.
-        from pipelines.risk.loop import live_policy
+        from pipelines.decisions.policy import live_policy
         from pipelines.risk.registry import ModelRegistry
 
         registry = ModelRegistry(self.data_dir.models)
@@ -375,10 +375,15 @@ def _mart_meanings() -> dict[str, str]:
     return {name: mart.description.split("\n")[0] for name, mart in MARTS.items()}
 
 
+def _settings(data_dir: str | Path | None) -> Settings:
+    return Settings() if data_dir is None else Settings(data_dir=Path(data_dir))
+
+
 def _resolve_data_dir(data_dir: str | Path | None) -> DataDir:
-    if data_dir is not None or os.environ.get(DATA_DIR_ENV):
-        return DataDir.resolve(data_dir)
-    here = DataDir.resolve()
+    settings = _settings(data_dir)
+    if "data_dir" in settings.model_fields_set:  # given, or set in the environment
+        return settings.paths
+    here = settings.paths
     if here.warehouse.is_file():
         return here
     # Jupyter starts kernels in the notebook's folder: fall back to the project's data/.

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-# India has kept UTC+05:30 all year since 1945, so a fixed offset is the IST calendar.
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
-IST_DAY_SQL = "CAST({column} + INTERVAL 330 MINUTE AS DATE)"  # with the session in UTC
+# India has kept UTC+05:30 all year since 1945, so a fixed offset is the IST calendar. These are
+# the one definition of India time: every module (SQL, Polars, numpy, Dagster schedules) uses them.
+IST_OFFSET = dt.timedelta(hours=5, minutes=30)
+IST_OFFSET_MINUTES = 330
+IST_OFFSET_US = IST_OFFSET_MINUTES * 60 * 1_000_000
+IST = dt.timezone(IST_OFFSET, "IST")
+# The IANA name, for whatever takes a zone by name (Dagster schedules and partitions, Polars).
+IST_TIME_ZONE = "Asia/Kolkata"
+IST_DAY_SQL = f"CAST({{column}} + INTERVAL {IST_OFFSET_MINUTES} MINUTE AS DATE)"  # session in UTC
 
 
 def ist_day(moment: dt.datetime) -> dt.date:

@@ -17,15 +17,14 @@ import duckdb
 
 from pipelines.settings import DataDir
 
-TOKEN_KEY_ENV = "UPI_RISK_TOKEN_KEY"
 TOKEN_PREFIX = "u_"
 TOKEN_HEX_CHARS = 16  # 64 bits: no collision expected below billions of VPAs
 _BLOCK = 64  # SHA-256 block size, for HMAC's padded keys
 
 
-def load_token_key(data_dir: DataDir) -> bytes:
-    """The instance's token key: the environment's if set, else the data directory's own."""
-    configured = os.environ.get(TOKEN_KEY_ENV)
+def load_token_key(data_dir: DataDir, configured: str | None = None) -> bytes:
+    """The instance's token key: the configured one (setting `token_key`) if given, else the
+    data directory's own, created on first use."""
     if configured:
         return configured.encode()
     path = data_dir.token_key

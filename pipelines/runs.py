@@ -1,6 +1,13 @@
 """Running the Dagster jobs from the CLI, against a persistent instance in the data directory.
 
-Runs started here show up in the Dagster UI (`make ui`) like runs started by the daemon.
+Runs started here show up in the Dagster UI (`make ui`) like runs started by the daemon: on their
+job's page and on the overview timeline. The UI finds a job's runs by the run's code-location
+origin, which runs executed with `execute_in_process` lack; so `run_job` creates the run with the
+origin of the project's code location (the one `dg dev` serves, `CODE_LOCATION`) and executes it
+in this process. Dagster has no public API for that (its own `dg launch` executes without an
+origin), so this module uses three internals of Dagster 1.13 (`create_run_for_job`'s origins,
+`execute_run`, the origin classes); dagster is pinned to 1.13.x and `tests/test_cli.py` asks the
+instance for a job's runs exactly as the UI does, so a change of those internals fails loudly.
 
 Runs of one instance take turns. Every step that opens the DuckDB warehouse is in the `warehouse`
 pool (one slot), and the instance keeps a pool's claimed slots in its storage, by run: a run
@@ -38,7 +45,13 @@ from typing import Any
 
 import dagster as dg
 
-from pipelines.settings import DATA_DIR_ENV, DataDir
+from pipelines.settings import DataDir, Settings
+
+# The code location `dg dev` serves (pyproject's [tool.dg.project]) and its module.
+CODE_LOCATION = "upi-risk"
+DEFINITIONS_MODULE = "pipelines.definitions"
+# The name Dagster gives the one repository of a `Definitions` object.
+REPOSITORY_NAME = "__repository__"
 
 _INSTANCE_YAML = """\
 # Written by upi-risk. DuckDB allows one writer process per file: every asset or check that
@@ -65,14 +78,69 @@ _UNFINISHED = [
 
 
 def prepare_instance(data_dir: DataDir) -> dg.DagsterInstance:
-    """Point Dagster at `<data-dir>/dagster` (unless DAGSTER_HOME is set) and open the instance."""
+    """The instance in `<data-dir>/dagster` (or in `$DAGSTER_HOME` where that is set)."""
     data_dir.ensure()
-    os.environ[DATA_DIR_ENV] = str(data_dir.root)
-    home = os.environ.setdefault("DAGSTER_HOME", str(data_dir.dagster_home))
+    home = os.environ.get("DAGSTER_HOME") or str(data_dir.dagster_home)
     config = data_dir.dagster_home / "dagster.yaml"
     if home == str(data_dir.dagster_home) and not config.exists():
         config.write_text(_INSTANCE_YAML)
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(home)
+
+
+def repository_label() -> str:
+    """The label the UI filters a job's runs by: `<repository>@<code location>`."""
+    return f"{REPOSITORY_NAME}@{CODE_LOCATION}"
+
+
+def _execute_with_origin(
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition,
+    *,
+    run_id: str,
+    tags: dict[str, str],
+    run_config: dict[str, Any],
+) -> Any:
+    """Execute `job` in this process as a run of the project's code location."""
+    # Dagster internals: see the module docstring.
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import create_execution_plan, execute_run
+    from dagster._core.remote_origin import (
+        ManagedGrpcPythonEnvCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        loadable_target_origin=LoadableTargetOrigin(
+            executable_path=sys.executable, module_name=DEFINITIONS_MODULE
+        ),
+        location_name=CODE_LOCATION,
+    )
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(location, REPOSITORY_NAME),
+        job_name=job.name,
+    )
+    in_memory = InMemoryJob(job)
+    plan = create_execution_plan(in_memory, run_config=run_config, instance_ref=instance.get_ref())
+    run = instance.create_run_for_job(
+        job_def=job,
+        execution_plan=plan,
+        run_id=run_id,
+        run_config=run_config,
+        tags={**job.run_tags, **tags},
+        remote_job_origin=origin,
+    )
+    return execute_run(in_memory, run, instance)
+
+
+@dataclass
+class StepError:
+    """A failed step's error and the errors that caused it (class name, message), outermost
+    first: what the CLI turns into one line naming the cause."""
+
+    step: str
+    chain: list[tuple[str, str]]
 
 
 @dataclass
@@ -85,6 +153,8 @@ class JobSummary:
     checks: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    errors: list[StepError] = field(default_factory=list)
+
 
 
 class RunWaitInterrupted(KeyboardInterrupt):
@@ -114,9 +184,11 @@ def _to_stderr(message: str) -> None:
 
 def run_job(
     job_name: str,
-    data_dir: DataDir,
+    settings: Settings,
     *,
-    log_level: str = "WARNING",
+    # The console shows nothing of the run's own log: the command prints what failed in one
+    # line, and the full log (traces included) stays in the run's storage for the UI.
+    log_level: str = "CRITICAL",
     tags: dict[str, str] | None = None,
     on_wait: Callable[[str], None] = _to_stderr,
 ) -> JobSummary:
@@ -126,10 +198,10 @@ def run_job(
     waits for another run (see the module's docstring) `on_wait` gets one line saying for what;
     SIGINT or SIGTERM then stops the wait with `RunWaitInterrupted`, and the job does not run.
     """
-    instance = prepare_instance(data_dir)
-    from pipelines.definitions import defs  # after the environment points at data_dir
+    instance = prepare_instance(settings.paths)
+    from pipelines.definitions import build_defs
 
-    job = defs().resolve_job_def(job_name)
+    job = build_defs(settings).resolve_job_def(job_name)
     pools = sorted(job.graph.pools)
     run_id = str(uuid.uuid4())
     lock = _RunLock(Path(instance.root_directory) / RUN_LOCK_FILE)
@@ -140,9 +212,9 @@ def run_job(
             for line in reclaim_dead_runs(instance, lock):
                 on_wait(line)
             _wait_for_pools(instance, lock, pools, on_wait, waiting)
-        result = job.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
+        result = _execute_with_origin(
+            instance,
+            job,
             run_id=run_id,
             tags={**(tags or {}), **lock.tags},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
@@ -170,7 +242,17 @@ def run_job(
         elif event.is_step_failure:
             error = event.step_failure_data.error
             summary.failures.append(f"{event.step_key}: {error.message.strip() if error else ''}")
+            summary.errors.append(StepError(event.step_key or "", _error_chain(error)))
     return summary
+
+
+def _error_chain(error: Any) -> list[tuple[str, str]]:
+    """(class name, message) of an error and of its causes and contexts, outermost first."""
+    chain = []
+    while error is not None:
+        chain.append((error.cls_name or "", (error.message or "").strip()))
+        error = error.cause or error.context
+    return chain
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pipelines.definitions import defs
 from pipelines.defs.ledger.jobs import ledger_arrivals
 from pipelines.defs.resources import LedgerSourceResource, default_resources
 from pipelines.ledger import contract as c
-from pipelines.settings import DataDir
+from pipelines.settings import DataDir, Settings
 from pipelines.warehouse import warehouse
 from tests.factories import account_event, label, land_parquet, transfer
 
@@ -111,7 +111,7 @@ def _materialize(definitions: dg.Definitions, data_dir: DataDir) -> dg.ExecuteIn
     return dg.materialize(
         [*definitions.assets, *definitions.asset_checks],
         selection=dg.AssetSelection.groups("ledger"),
-        resources=default_resources(data_dir),
+        resources=default_resources(Settings(data_dir=data_dir.root)),
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )

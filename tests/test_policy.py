@@ -3,20 +3,21 @@
 import datetime as dt
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from pipelines.decisions.record import DecisionRecord, decision_id
-from pipelines.ledger import contract as c
-from pipelines.risk import reasons as rc
-from pipelines.risk.policy import (
+from pipelines.decisions.policy import (
     Policy,
     confirmed_mule_vpas,
     decide,
-    decision_records,
-    threshold_for_hold_rate,
 )
+from pipelines.decisions.record import DecisionRecord, decision_id
+from pipelines.decisions.scoring import decision_records
+from pipelines.ledger import contract as c
+from pipelines.risk import reasons as rc
+from pipelines.risk.evaluation import hold_threshold
 from tests.factories import T0, label, transfer
 
 FEATURES = rc.required_columns()
@@ -231,15 +232,15 @@ def test_catalogue_defines_each_code_once_and_documents_it():
 # threshold, block list, records, policy file ------------------------------------------------
 
 
-def test_threshold_for_hold_rate_holds_at_most_the_rate():
-    scores = pl.Series([i / 1000 for i in range(1000)])
-    t = threshold_for_hold_rate(scores, 0.005)
+def test_hold_threshold_holds_at_most_the_rate():
+    scores = np.array([i / 1000 for i in range(1000)])
+    t = hold_threshold(scores, 0.005)
     assert (scores >= t).sum() == 5
-    assert 0.994 < t < 0.995
-    tied = pl.Series([0.5] * 990 + [0.9] * 10)
-    t = threshold_for_hold_rate(tied, 0.005)  # ten tied at the top: holding them all is 1%
+    assert 0.994 < t <= 0.995
+    tied = np.array([0.5] * 990 + [0.9] * 10)
+    t = hold_threshold(tied, 0.005)  # ten tied at the top: holding them all is 1%
     assert (tied >= t).sum() == 0
-    assert (tied >= threshold_for_hold_rate(tied, 0.01)).sum() == 10
+    assert (tied >= hold_threshold(tied, 0.01)).sum() == 10
 
 
 def test_confirmed_mule_vpas_is_point_in_time():

@@ -17,6 +17,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 from threadpoolctl import threadpool_limits
 
+from pipelines.decisions.policy import live_policy
 from pipelines.risk import forest as forest_module
 from pipelines.risk.evaluation import (
     BacktestResult,
@@ -29,7 +30,6 @@ from pipelines.risk.evaluation import (
 )
 from pipelines.risk.forest import CompiledForest
 from pipelines.risk.labels import evaluation_targets, known_outcomes, training_targets
-from pipelines.risk.loop import live_policy
 from pipelines.risk.model import (
     GradientBoostingRiskModel,
     LinearLogOdds,
@@ -496,8 +496,8 @@ def test_metrics_match_a_hand_computation() -> None:
     # k beyond the payers of a day: the day's precision is over the payers it has.
     assert precision_at_k(frame, k=10)["precision_at_k"] == pytest.approx((2 / 5 + 1 / 4) / 2)
 
-    # Hold 30% of 10 transfers: the 3 highest scores (.95, .90, .80) are held.
-    assert hold_threshold(frame["risk_score"].to_numpy(), 0.3) == pytest.approx(0.80)
+    # Hold 30% of 10 transfers: the 3 highest scores (.95, .90, .80) are held, .70 is not.
+    assert 0.70 < hold_threshold(frame["risk_score"].to_numpy(), 0.3) <= 0.80
     m = window_metrics(frame, review_capacity=2, hold_rate=0.3)
     assert m["held_transfers"] == 3
     assert m["n_frauds"] == 3
@@ -512,9 +512,9 @@ def test_metrics_match_a_hand_computation() -> None:
     assert m["recall_by_fraud_type"] == {"ACCOUNT_TAKEOVER": 0.0, "MULE": 0.5}
     assert m["frauds_by_fraud_type"] == {"ACCOUNT_TAKEOVER": 1, "MULE": 2}
     assert m["precision_at_k"] == pytest.approx(0.25)
-    # Hold 60%: quantile 0.4 ("higher") of the 10 scores is the 5th lowest, .20 -> held .95 .90
-    # .80 .70 .30 .20: all frauds, and p6 is a held legit payer.
-    assert hold_threshold(frame["risk_score"].to_numpy(), 0.6) == pytest.approx(0.20)
+    # Hold 60%: the 6 highest, .95 .90 .80 .70 .30 .20 (the 7th is lower): all frauds, and p6
+    # is a held legit payer.
+    assert hold_threshold(frame["risk_score"].to_numpy(), 0.6) <= 0.20
     m = window_metrics(frame, review_capacity=2, hold_rate=0.6)
     assert m["held_transfers"] == 6 and m["recall_at_hold"] == 1.0
     assert m["legit_payers_held"] == 1 and m["legit_payers_held_share"] == pytest.approx(1 / 3)

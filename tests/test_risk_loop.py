@@ -1,19 +1,20 @@
 """The risk loop through Dagster: train, gate, score, decide, deliver; run again, nothing doubles."""
 
 import datetime as dt
-import json
 
 import dagster as dg
 import numpy as np
 import pytest
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from pipelines.decisions.outbox import operational_engine, status_counts
 from pipelines.definitions import defs
-from pipelines.defs.resources import TRANSFER_SERVICE_ENV, default_resources
+from pipelines.defs.resources import default_resources
 from pipelines.risk.model import GradientBoostingRiskModel
 from pipelines.sandbox.simulator import SimulationConfig, simulate
 from pipelines.sandbox.transfer_service import ReferenceTransferService
-from pipelines.settings import DataDir
+from pipelines.settings import DataDir, Settings, write_settings_file
 from pipelines.warehouse import warehouse
 
 pytestmark = pytest.mark.slow
@@ -38,14 +39,14 @@ def test_train_gate_score_deliver_and_rerun(tmp_path, monkeypatch):
         data_dir.landing,
         data_dir.ground_truth,
     )
-    data_dir.risk_settings.write_text(
-        json.dumps({"test_days": 7, "delay_days": 3, "folds": 1, "maturity_days": 7})
+    write_settings_file(
+        data_dir, {"test_days": 7, "delay_days": 3, "folds": 1, "maturity_days": 7}
     )
     definitions = defs()
     _run.instance = dg.DagsterInstance.ephemeral()
     with ReferenceTransferService(host="127.0.0.1", port=0) as service:
-        monkeypatch.setenv(TRANSFER_SERVICE_ENV, service.url)
-        resources = default_resources(data_dir)
+        settings = Settings(data_dir=data_dir.root, transfer_service_url=service.url)
+        resources = default_resources(settings)
         assert _run(definitions, "ledger_ingest", resources).success
         first = _run(definitions, "risk_training", resources)
         assert first.success
@@ -55,6 +56,11 @@ def test_train_gate_score_deliver_and_rerun(tmp_path, monkeypatch):
 
         scoring = _run(definitions, "risk_scoring", resources)
         assert scoring.success
+        # Scoring computed the features again (none new): the model trained on them is still
+        # in sync, and the scores declare the live model they came from.
+        stale = get_stale_status_resolver(_run.instance, list(definitions.assets))
+        for name in ("transfer_features", "risk_model", "live_model", "transfer_scores"):
+            assert stale.get_status(dg.AssetKey(name)) == StaleStatus.FRESH, name
         engine = operational_engine(resources["risk"].operational_db_url)
         counts = status_counts(engine)
         assert counts.get("DELIVERED", 0) > 0

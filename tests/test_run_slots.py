@@ -51,7 +51,9 @@ assets.ingest_landing = ingest_when_released
 if via == "run_job":
     from pipelines.runs import run_job
 
-    sys.exit(0 if run_job("ledger_ingest", data_dir).success else 1)
+    from pipelines.settings import Settings
+
+    sys.exit(0 if run_job("ledger_ingest", Settings(data_dir=data_dir.root)).success else 1)
 from pipelines.runs import prepare_instance
 
 instance = prepare_instance(data_dir)

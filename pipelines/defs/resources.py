@@ -1,10 +1,10 @@
-"""Resources shared by every domain: the warehouse and the ledger source."""
+"""Resources shared by every domain, built from the instance settings (`pipelines.settings`)."""
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -12,13 +12,9 @@ import duckdb
 from pipelines.ledger.postgres import PostgresLedgerConfig
 from pipelines.privacy import load_token_key
 from pipelines.risk.registry import ModelRegistry
-from pipelines.risk.settings import LoopSettings
-from pipelines.settings import DataDir
+from pipelines.settings import ENV_PREFIX, DataDir, Settings
 from pipelines.warehouse import warehouse
 
-LEDGER_DSN_ENV = "UPI_RISK_LEDGER_DSN"
-OPERATIONAL_DB_ENV = "UPI_RISK_OPERATIONAL_DB_URL"
-TRANSFER_SERVICE_ENV = "UPI_RISK_TRANSFER_SERVICE_URL"
 # Every asset or check that opens the DuckDB file joins this pool: DuckDB allows one writer
 # process per file, and the instance's dagster.yaml limits the pool to one step at a time.
 WAREHOUSE_POOL = "warehouse"
@@ -40,10 +36,9 @@ class LedgerSourceResource(dg.ConfigurableResource):
 
     landing_dir: str
     postgres_dsn: str | None = None
-    postgres_schema: str = "ledger"
-    freshness_hours: int = 48
-    # Labels come in bursts days apart; a quiet day is not a stale feed.
-    label_freshness_hours: int = 168
+    postgres_schema: str = Settings.model_fields["ledger_schema"].default
+    freshness_hours: int = Settings.model_fields["freshness_hours"].default
+    label_freshness_hours: int = Settings.model_fields["label_freshness_hours"].default
 
     @property
     def postgres(self) -> PostgresLedgerConfig | None:
@@ -53,96 +48,71 @@ class LedgerSourceResource(dg.ConfigurableResource):
 
 
 class RiskResource(dg.ConfigurableResource):
-    """The model registry, the training protocol and the hand-off to the transfer service."""
+    """The model registry and the hand-off to the transfer service (the training protocol's
+    windows are the `settings` resource's)."""
 
     models_dir: str
     operational_db_url: str
     transfer_service_url: str | None = None
     ground_truth_path: str | None = None  # simulator truth: judges test windows, never training
     allowlist_path: str | None = None
-    # Defaults are LoopSettings' own, so that the two never disagree.
-    test_days: int = LoopSettings.test_days
-    delay_days: int = LoopSettings.delay_days
-    folds: int = LoopSettings.folds
-    maturity_days: int = LoopSettings.maturity_days
-    hold_rate: float = LoopSettings.hold_rate
-    review_capacity: int = LoopSettings.review_capacity
-    delivery_window_hours: float = LoopSettings.delivery_window_hours
 
     @property
     def registry(self) -> ModelRegistry:
         return ModelRegistry(Path(self.models_dir))
-
-    @property
-    def settings(self) -> LoopSettings:
-        return LoopSettings(
-            test_days=self.test_days,
-            delay_days=self.delay_days,
-            folds=self.folds,
-            maturity_days=self.maturity_days,
-            hold_rate=self.hold_rate,
-            review_capacity=self.review_capacity,
-            delivery_window_hours=self.delivery_window_hours,
-        )
 
 
 class AdoptionResource(dg.ConfigurableResource):
     """Where the adoption outputs go, and the key of the instance's personal-data tokens."""
 
     data_dir: str
+    configured_token_key: str | None = None  # setting `token_key`; else the data dir's own
 
     @property
     def token_key(self) -> bytes:
-        return load_token_key(DataDir.resolve(self.data_dir))
+        return load_token_key(DataDir.resolve(self.data_dir), self.configured_token_key)
 
     @property
     def dashboards_dir(self) -> Path:
         return DataDir.resolve(self.data_dir).dashboards
 
 
-def default_resources(data_dir: DataDir | None = None) -> dict[str, dg.ConfigurableResource]:
-    """Resources for the embedded defaults (data directory from `$UPI_RISK_DATA_DIR` or `data/`)."""
-    data_dir = data_dir or DataDir.resolve()
-    dsn = dg.EnvVar(LEDGER_DSN_ENV) if os.environ.get(LEDGER_DSN_ENV) else None
-    truth = data_dir.ground_truth / "transfers.parquet"
-    operational = (
-        dg.EnvVar(OPERATIONAL_DB_ENV)
-        if os.environ.get(OPERATIONAL_DB_ENV)
-        else f"sqlite:///{data_dir.operational_db}"
-    )
+def _secret(settings: Settings, name: str) -> str | dg.EnvVar | None:
+    """A secret setting as the resource's config: by reference where it comes from the
+    environment, so that the UI and the run storage never show its value."""
+    value = getattr(settings, name)
+    if value is None:
+        return None
+    env = f"{ENV_PREFIX}{name.upper()}"
+    if os.environ.get(env) == value.get_secret_value():
+        return dg.EnvVar(env)
+    return value.get_secret_value()
+
+
+def default_resources(settings: Settings) -> dict[str, Any]:
+    """The resources of an instance, all read from its one `Settings` object."""
+    paths = settings.paths
+    truth = paths.ground_truth / "transfers.parquet"
     return {
-        "warehouse": WarehouseResource(path=str(data_dir.warehouse)),
-        "ledger_source": LedgerSourceResource(landing_dir=str(data_dir.landing), postgres_dsn=dsn),
-        "adoption": AdoptionResource(data_dir=str(data_dir.root)),
+        # The settings themselves, for the steps that need the protocol's windows.
+        "settings": dg.ResourceDefinition.hardcoded_resource(settings, "the instance settings"),
+        "warehouse": WarehouseResource(path=str(paths.warehouse)),
+        "ledger_source": LedgerSourceResource(
+            landing_dir=str(paths.landing),
+            postgres_dsn=_secret(settings, "ledger_dsn"),
+            postgres_schema=settings.ledger_schema,
+            freshness_hours=settings.freshness_hours,
+            label_freshness_hours=settings.label_freshness_hours,
+        ),
+        "adoption": AdoptionResource(
+            data_dir=str(paths.root), configured_token_key=_secret(settings, "token_key")
+        ),
         "risk": RiskResource(
-            models_dir=str(data_dir.models),
-            operational_db_url=operational,
-            transfer_service_url=os.environ.get(TRANSFER_SERVICE_ENV),
+            models_dir=str(paths.models),
+            operational_db_url=_secret(settings, "operational_db_url")
+            or f"sqlite:///{paths.operational_db}",
+            transfer_service_url=settings.transfer_service_url,
             ground_truth_path=str(truth) if truth.exists() else None,
-            allowlist_path=str(data_dir.root / "allowlist.txt"),
-            **_loop_overrides(data_dir),
+            allowlist_path=str(paths.allowlist),
         ),
     }
-
-
-def _loop_overrides(data_dir: DataDir) -> dict[str, int]:
-    """Protocol windows from `<data-dir>/risk_settings.json`, then `$UPI_RISK_<NAME>`: the demo's
-    30 days of history need shorter windows than production's defaults."""
-    names = ("test_days", "delay_days", "folds", "maturity_days")
-    stored = (
-        json.loads(data_dir.risk_settings.read_text()) if data_dir.risk_settings.exists() else {}
-    )
-    out = {name: int(stored[name]) for name in names if name in stored}
-    out.update(
-        {
-            name: int(os.environ[f"UPI_RISK_{name.upper()}"])
-            for name in names
-            if os.environ.get(f"UPI_RISK_{name.upper()}")
-        }
-    )
-    return out
-
-
-@dg.definitions
-def resources() -> dg.Definitions:
-    return dg.Definitions(resources=default_resources(), executor=dg.in_process_executor)

@@ -18,7 +18,9 @@ from pipelines.features.definitions import FEATURE_NAMES
 from pipelines.features.table import read_features, refresh_feature_table
 from pipelines.ledger.current import refresh_accounts, refresh_transfers
 from pipelines.ledger.ingest import ingest_landing
-from pipelines.risk.loop import LoopSettings, latest_test_start, read_labels
+from pipelines.risk.labels import read_labels
+from pipelines.risk.training import latest_test_start
+from pipelines.settings import Settings
 from pipelines.warehouse import warehouse
 
 
@@ -52,25 +54,23 @@ def run_backtest(
     ledger_dir: Path,
     out_dir: Path,
     *,
+    settings: Settings,
     test_start: date | None = None,
-    test_days: int = 7,
-    delay_days: int = 7,
-    folds: int = 3,
     train_days: int | None = None,
-    maturity_days: int = 30,
-    review_capacity: int = 100,
-    hold_rate: float = 0.005,
     truth_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Backtest the model and the logistic baseline; write metrics.json and scores.parquet."""
+    """Backtest the model and the logistic baseline; write metrics.json and scores.parquet.
+
+    The protocol's windows, hold rate and review capacity are `settings`'."""
     from pipelines.risk.evaluation import backtest
 
     features, labels, ingest_counts = load_ledger(ledger_dir, out_dir, progress=progress)
     if features.is_empty():
         raise ValueError(f"{ledger_dir} holds no valid transfers to backtest")
-    window = LoopSettings(test_days=test_days, delay_days=delay_days)
-    start = test_start or latest_test_start(features, window).date()
+    start = test_start or latest_test_start(features, settings).date()
+    test_days, delay_days, folds = settings.test_days, settings.delay_days, settings.folds
+    maturity_days = settings.maturity_days
     truth = pl.read_parquet(truth_path) if truth_path is not None else None
     if progress:
         progress(f"training and testing {folds} fold(s) from {start}")
@@ -84,9 +84,10 @@ def run_backtest(
         folds=folds,
         train_days=train_days,
         maturity_days=maturity_days,
-        review_capacity=review_capacity,
-        hold_rate=hold_rate,
+        review_capacity=settings.review_capacity,
+        hold_rate=settings.hold_rate,
         truth=truth,
+        random_state=settings.random_state,
     )
     metrics = {
         "ledger": str(ledger_dir),

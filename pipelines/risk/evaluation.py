@@ -12,8 +12,9 @@ Metrics of a window (one definition each, used by every path):
   transfers) are what a review team of capacity k would look at; a payer is a hit if it made a
   fraudulent transfer that day. Mean over days (k = min(capacity, payers active that day)); a
   window cut at UTC midnight gives partial IST days at both ends, which count like the others.
-- at a hold rate h: the threshold is the (1 - h) quantile of the window's scores ("higher"
-  method) and a transfer is held if its score is at or above it. recall_at_hold = share of frauds
+- at a hold rate h: the threshold is the lowest that holds at most h of the window's transfers
+  (`hold_threshold`; ties at the cut are left out) and a transfer is held if its score is at or
+  above it. recall_at_hold = share of frauds
   held; fraud_value_caught_share = paise of held frauds / paise of all frauds; legit_payers_held_share
   = payers with no fraud in the window and >= 1 held transfer / payers with no fraud in the window;
   recall_by_fraud_type = recall_at_hold per typology.
@@ -33,6 +34,7 @@ import polars as pl
 from sklearn.base import clone
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from pipelines.india_time import IST_TIME_ZONE
 from pipelines.risk.labels import (
     DEFAULT_MATURITY_DAYS,
     as_utc_column,
@@ -41,10 +43,11 @@ from pipelines.risk.labels import (
     utc,
 )
 from pipelines.risk.model import GradientBoostingRiskModel, LogisticRiskModel
+from pipelines.settings import Settings
 
-DEFAULT_REVIEW_CAPACITY = 100
-DEFAULT_HOLD_RATE = 0.005
-REVIEW_DAY_TIME_ZONE = "Asia/Kolkata"  # the review team's working day
+# The defaults of an evaluation called without settings are the instance settings' defaults.
+DEFAULT_REVIEW_CAPACITY: int = Settings.model_fields["review_capacity"].default
+DEFAULT_HOLD_RATE: float = Settings.model_fields["hold_rate"].default
 UNKNOWN_FRAUD_TYPE = "UNKNOWN"
 FEATURE_FRAME_COLUMNS = ("transfer_id", "created_at", "payer_vpa", "amount_paise")
 # Metrics where a higher value is better, in the order the comparison table shows them.
@@ -167,12 +170,13 @@ def score_test_set(model: Any, test: pl.DataFrame, feature_names: Sequence[str])
 
 
 def hold_threshold(scores: np.ndarray, hold_rate: float) -> float:
-    """The score at or above which a transfer is held, so that ~`hold_rate` of them are."""
+    """The lowest score threshold that holds at most `hold_rate` of `scores` (a transfer is held
+    when its score is at or above it). Scores tied at the cut are all left out, so the rate is
+    never exceeded: the one meaning of a hold rate, in evaluation and in the live policy."""
     if not 0.0 < hold_rate < 1.0:
         raise ValueError(f"hold_rate must be in (0, 1), got {hold_rate}")
-    if len(scores) == 0:
-        return math.inf
-    return float(np.quantile(scores, 1.0 - hold_rate, method="higher"))
+    # The epsilon keeps 0.005 * 1000 at 5, not 4.999...
+    return capacity_threshold(scores, math.floor(hold_rate * len(scores) + 1e-9))
 
 
 def capacity_threshold(scores: np.ndarray, capacity: int) -> float:
@@ -193,7 +197,7 @@ def precision_at_k(frame: pl.DataFrame, k: int = DEFAULT_REVIEW_CAPACITY) -> dic
         raise ValueError(f"review capacity k must be positive, got {k}")
     daily = (
         as_utc_column(frame, "created_at")
-        .with_columns(day=pl.col("created_at").dt.convert_time_zone(REVIEW_DAY_TIME_ZONE).dt.date())
+        .with_columns(day=pl.col("created_at").dt.convert_time_zone(IST_TIME_ZONE).dt.date())
         .group_by("day", "payer_vpa")
         .agg(score=pl.col("risk_score").max(), fraud=pl.col("y").max())
     )

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import duckdb
 import polars as pl
+
+from pipelines.ledger.contract import LABELS_STREAM
 
 DEFAULT_MATURITY_DAYS = 30
 VERDICT_SOURCES = ("BANK_CONFIRMED", "REVIEW_VERDICT")
@@ -169,3 +172,8 @@ def _require(frame: pl.DataFrame, columns: tuple[str, ...], name: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{name}: missing column(s) {missing}; it has {frame.columns}")
+
+
+def read_labels(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The ledger's labels, as reported (every column of the contract's labels stream)."""
+    return con.sql(f"SELECT {', '.join(LABELS_STREAM.columns)} FROM ledger.labels").pl()

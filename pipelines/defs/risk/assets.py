@@ -9,14 +9,15 @@ import polars as pl
 
 from pipelines.decisions.delivery import deliver_until_drained
 from pipelines.decisions.outbox import enqueue, operational_engine, status_counts
-from pipelines.defs.ledger.assets import accounts, labels, transfers
+from pipelines.defs.ledger.assets import accounts, labels, rows_version, transfers
 from pipelines.defs.metadata import markdown_table
 from pipelines.defs.resources import WAREHOUSE_POOL, RiskResource, WarehouseResource
 from pipelines.features.definitions import FEATURES
 from pipelines.features.table import FEATURE_TABLE, read_features, refresh_feature_table
+from pipelines.settings import Settings
 
-# The risk loop (training, evaluation, scoring) pulls scikit-learn and SciPy: it is imported
-# inside the asset bodies, because definitions load in every run process and in the UI.
+# Training, evaluation and scoring pull scikit-learn and SciPy: they are imported inside the
+# asset bodies, because definitions load in every run process and in the UI.
 
 GROUP = "risk"
 
@@ -36,7 +37,10 @@ def transfer_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
         schema=["feature", "group", "meaning"],
         orient="row",
     )
+    # Features are computed once per transfer and never change: the row count is the version,
+    # and a run that computes none leaves the model trained on them in sync.
     return dg.MaterializeResult(
+        data_version=rows_version(result["rows"]),
         metadata={
             "dagster/row_count": result["rows"],
             "computed": result["computed"],
@@ -55,17 +59,27 @@ def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
 
 @dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"sklearn"}, deps=[transfer_features])
 def risk_model(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, risk: RiskResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    risk: RiskResource,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """A candidate model version in the registry, evaluated against the logistic baseline."""
-    from pipelines.risk.loop import read_labels, train_candidate  # heavy: see module top
+    from pipelines.risk.labels import read_labels
+    from pipelines.risk.training import train_candidate  # heavy: see module top
 
     with warehouse.connect(read_only=True) as con:
         features = read_features(con)
         ledger_labels = read_labels(con)
     truth = pl.read_parquet(risk.ground_truth_path) if risk.ground_truth_path else None
-    outcome = train_candidate(features, ledger_labels, risk.registry, risk.settings, truth=truth)
+    outcome = train_candidate(features, ledger_labels, risk.registry, settings, truth=truth)
     context.log.info(f"registered candidate {outcome.version}")
+    # The promotion gate's verdict is decided (and logged in the registry when it keeps the
+    # candidate back) here, where the registry is written anyway; the check only reads it.
+    gate = outcome.promotion(risk.registry, dry_run=True)
+    passes = gate.promoted or gate.live_before == gate.candidate
+    if not passes:
+        risk.registry.record(gate)
     table = outcome.evaluation.table()
     png = outcome.evaluation.pr_curve_png()
     image = base64.b64encode(png).decode() if png else ""
@@ -87,6 +101,8 @@ def risk_model(
             "precision_recall": dg.MetadataValue.md(
                 f"![precision-recall](data:image/png;base64,{image})" if image else "_no plot_"
             ),
+            "passes_gate": passes,
+            "gate_reason": gate.reason,
             "train_rows": outcome.extra["train_rows"],
             "train_frauds": outcome.extra["train_frauds"],
         }
@@ -94,24 +110,15 @@ def risk_model(
 
 
 @dg.asset_check(asset=risk_model, blocking=True)
-def risk_model_beats_live(
-    context: dg.AssetCheckExecutionContext, risk: RiskResource
-) -> dg.AssetCheckResult:
-    """The candidate beats the live model's average precision on the same test window."""
+def risk_model_beats_live(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    """The candidate beats the live model's average precision on the same test window (or is the
+    live model already: trained again on the same data). Reads the verdict `risk_model` recorded;
+    writes nothing. A candidate stopped here stays a challenger and `live_model` does not run."""
     meta = _latest_metadata(context.instance, risk_model.key)
-    decision = risk.registry.promote(
-        meta["version"], live_metrics=meta.get("live_metrics") or None, dry_run=True
-    )
-    # A candidate that is the live model already (trained again on the same data) passes:
-    # the promotion step then changes nothing. A candidate stopped here stays a challenger;
-    # the promotion step will not run, so the decision is recorded now.
-    passed = decision.promoted or decision.live_before == decision.candidate
-    if not passed:
-        risk.registry.record(decision)
     return dg.AssetCheckResult(
-        passed=passed,
+        passed=bool(meta.get("passes_gate")),
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"candidate": decision.candidate, "reason": decision.reason},
+        metadata={"candidate": meta.get("version", ""), "reason": meta.get("gate_reason", "")},
     )
 
 
@@ -130,14 +137,13 @@ def live_model(context: dg.AssetExecutionContext, risk: RiskResource) -> dg.Mate
     )
 
 
-@dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=[transfer_features])
+@dg.asset(
+    group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=[transfer_features, live_model]
+)
 def transfer_scores(warehouse: WarehouseResource, risk: RiskResource) -> dg.MaterializeResult:
     """Risk score, decision and reason codes of every transfer (live model; challengers in shadow)."""
-    from pipelines.risk.loop import (  # heavy: see module top
-        SCORES_TABLE,
-        read_allowlist,
-        score_new_transfers,
-    )
+    from pipelines.decisions.policy import read_allowlist
+    from pipelines.decisions.scoring import SCORES_TABLE, score_new_transfers  # heavy
 
     with warehouse.connect() as con:
         allowlist = read_allowlist(Path(risk.allowlist_path)) if risk.allowlist_path else set()
@@ -158,12 +164,14 @@ def transfer_scores(warehouse: WarehouseResource, risk: RiskResource) -> dg.Mate
 
 
 @dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, deps=[transfer_scores])
-def decision_outbox(warehouse: WarehouseResource, risk: RiskResource) -> dg.MaterializeResult:
+def decision_outbox(
+    warehouse: WarehouseResource, risk: RiskResource, settings: dg.ResourceParam[Settings]
+) -> dg.MaterializeResult:
     """Decisions for recent transfers, durably queued for the transfer service (idempotent)."""
-    from pipelines.risk.loop import recent_decision_records  # heavy: see module top
+    from pipelines.decisions.scoring import recent_decision_records  # heavy: see module top
 
     with warehouse.connect(read_only=True) as con:
-        records = recent_decision_records(con, risk.registry, risk.settings)
+        records = recent_decision_records(con, risk.registry, settings)
     engine = operational_engine(risk.operational_db_url)
     new = enqueue(engine, records)
     return dg.MaterializeResult(

@@ -9,22 +9,22 @@ blocked transfers carry reason codes from `pipelines.risk.reasons`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.decisions.record import decision_id, iso_utc
+from pipelines.decisions.record import DECISIONS
 from pipelines.ledger import contract as c
 from pipelines.risk import reasons as rc
+from pipelines.risk.registry import ModelRegistry
+from pipelines.settings import Settings
 
-ALLOW, HOLD, BLOCK = "ALLOW", "HOLD", "BLOCK"
+ALLOW, HOLD, BLOCK = DECISIONS
 PAIR_SEPARATOR = "->"  # allow-list entry for a pair: "payer@handle->payee@handle"
-TRANSFER_COLUMNS = ["payer_vpa", "payee_vpa", "payee_type", "mcc", "amount_paise"]
+DECISION_INPUT_COLUMNS = ["payer_vpa", "payee_vpa", "payee_type", "mcc", "amount_paise"]
 
 
 class Policy(BaseModel):
@@ -38,7 +38,9 @@ class Policy(BaseModel):
         default=None, gt=0.0, le=1.0, description="score at or above -> BLOCK (None: never)"
     )
     review_capacity: int = Field(
-        default=500, ge=0, description="held transfers a day the risk team can review"
+        default=Settings.model_fields["review_capacity"].default,
+        ge=0,
+        description="held transfers a day the risk team can review",
     )
     block_over_upi_limit: bool = True
     block_listed_payees: bool = True
@@ -112,7 +114,7 @@ def decide(
 ) -> pl.DataFrame:
     """`frame` (transfer columns, feature columns and a score) with `decision` and
     `reason_codes` added. Allow-list entries are payee VPAs or `payer->payee` pairs."""
-    rc.check_columns(frame, [*TRANSFER_COLUMNS, score_column, *rc.required_columns()], "decide")
+    rc.check_columns(frame, [*DECISION_INPUT_COLUMNS, score_column, *rc.required_columns()], "decide")
     nulls = frame[score_column].null_count()
     if nulls:
         raise ValueError(f"{score_column} is null in {nulls} rows: every transfer needs a score")
@@ -154,30 +156,6 @@ def decide(
     return out.drop("_rule").with_columns(codes)
 
 
-def threshold_for_hold_rate(
-    scores: pl.Series | np.ndarray | Sequence[float], hold_rate: float = 0.005
-) -> float:
-    """The lowest threshold that holds at most `hold_rate` of `scores` (score >= threshold),
-    half-way between the last score held and the first score let through."""
-    if not 0.0 <= hold_rate <= 1.0:
-        raise ValueError(f"hold_rate {hold_rate}: expected a share between 0 and 1")
-    values = np.asarray(
-        scores.drop_nulls().to_numpy() if isinstance(scores, pl.Series) else scores, dtype=float
-    )
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        raise ValueError("threshold_for_hold_rate needs at least one score")
-    desc = np.sort(values)[::-1]
-    k = int(np.floor(hold_rate * desc.size + 1e-9))  # how many may be held
-    if k >= desc.size:
-        return float(desc[-1])
-    first_out = desc[k]  # the highest score that must not be held
-    above = desc[:k][desc[:k] > first_out]
-    if above.size:
-        return float((above[-1] + first_out) / 2)
-    return float(np.nextafter(first_out, np.inf))  # ties at the top: hold none of them
-
-
 def confirmed_mule_vpas(
     labels: pl.DataFrame | pl.LazyFrame,
     transfers: pl.DataFrame | pl.LazyFrame,
@@ -210,38 +188,30 @@ def confirmed_mule_vpas(
     return set(payees["payee_vpa"].to_list())
 
 
-def decision_records(
-    frame: pl.DataFrame,
-    model_version: str,
-    policy_version: str,
-    decided_at: datetime,
-    *,
-    score_column: str = "risk_score",
-) -> list[dict[str, Any]]:
-    """decisions-v1 records for the rows of a decided frame, with deterministic decision ids
-    (the same transfer, model and policy always give the same id)."""
-    rc.check_columns(
-        frame, ["transfer_id", "decision", score_column, "reason_codes"], "decision_records"
+def live_policy(registry: ModelRegistry) -> Policy:
+    """The policy in force: the live model's hold threshold for the target hold rate, raised
+    where that would hold more a day than the review team can review (both measured on the
+    model's test window), so that holds do not pile up unreviewed."""
+    live = registry.live_version()
+    if live is None:
+        raise LookupError(f"no live model in {registry.root}: train one first")
+    metrics = registry.manifest(live)["metrics"]
+    threshold = metrics.get("hold_threshold")
+    if threshold is None or not np.isfinite(threshold) or not 0 < threshold <= 1:
+        threshold = 0.5
+    capacity = metrics.get("capacity_threshold")
+    if capacity is not None and np.isfinite(capacity):
+        threshold = min(max(threshold, capacity), 1.0)
+    return Policy(
+        version=f"policy-{live}",
+        hold_threshold=float(threshold),
+        review_capacity=int(metrics.get("review_capacity") or Policy.model_fields["review_capacity"].default),
     )
-    if decided_at.tzinfo is None:
-        raise ValueError(f"decided_at {decided_at!r} is naive: expected a timezone-aware UTC time")
-    repeated = frame.height - frame["transfer_id"].n_unique()
-    if repeated:
-        raise ValueError(f"transfer_id repeats in {repeated} rows: expected one row a transfer")
-    at = iso_utc(decided_at)
-    columns = [frame[name].to_list() for name in ("transfer_id", "decision", score_column)]
-    codes_column = frame["reason_codes"].to_list()
-    return [
-        {
-            "decision_id": decision_id(transfer, model_version, policy_version),
-            "transfer_id": transfer,
-            "decision": decision,
-            "risk_score": float(score),
-            "reason_codes": codes or [],
-            "model_version": model_version,
-            "policy_version": policy_version,
-            "decided_at": at,
-            "supersedes": None,
-        }
-        for transfer, decision, score, codes in zip(*columns, codes_column, strict=True)
-    ]
+
+
+def read_allowlist(path: Path) -> set[str]:
+    """Allow-list entries (a payee VPA, or `payer->payee`), one a line; `#` starts a comment."""
+    if not path.exists():
+        return set()
+    entries = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return {entry for entry in entries if entry}
