@@ -1,5 +1,10 @@
 """Dagster wiring: the graph loads as designed, the ingest graph runs, blocking checks block."""
 
+import difflib
+import json
+import os
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -17,94 +22,97 @@ def definitions() -> dg.Definitions:
     return defs()
 
 
-def test_asset_graph_snapshot(definitions):
+SNAPSHOT = Path(__file__).parent / "snapshots" / "dagster_graph.json"
+
+
+def _describe(value: object) -> object:
+    """A stable, readable description of a Dagster object (partitions, mappings)."""
+    if value is None:
+        return None
+    if isinstance(value, dg.TimeWindowPartitionsDefinition):
+        return {
+            "type": type(value).__name__,
+            "cron": value.cron_schedule,
+            "timezone": value.timezone,
+            "start": value.start.isoformat(),
+        }
+    if isinstance(value, dg.DynamicPartitionsDefinition):
+        return {"type": "DynamicPartitionsDefinition", "name": value.name}
+    fields = getattr(value, "__dict__", None) or getattr(value, "_asdict", dict)()
+    return {"type": type(value).__name__, **{k: repr(v) for k, v in sorted(fields.items())}}
+
+
+def graph_snapshot(definitions: dg.Definitions) -> dict:
+    """The whole wiring: per asset its group, deps (with their partition mappings), partitions,
+    kinds, pools and checks; the jobs' selections; the schedules' cron; the sensors' targets."""
     graph = definitions.resolve_asset_graph()
-    deps = {
-        key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
-        for key in graph.get_all_asset_keys()
+    assets = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "group": node.group_name,
+            "deps": sorted(p.to_user_string() for p in node.parent_keys),
+            "partition_mappings": {
+                parent.to_user_string(): _describe(mapping)
+                for parent, mapping in sorted(node.partition_mappings.items())
+            },
+            "partitions": _describe(node.partitions_def),
+            "kinds": sorted(node.kinds),
+            "pools": sorted(node.pools or []),
+            "checks": sorted(
+                f"{check.name}{' (blocking)' if graph.get(check).blocking else ''}"
+                for check in node.check_keys
+            ),
+        }
+    jobs = {
+        job.name: sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys)
+        for job in sorted(definitions.resolve_all_job_defs(), key=lambda j: j.name)
+        if not job.name.startswith("__")
     }
-    assert deps == {
-        "transfer_events": [],
-        "account_events": [],
-        "labels": [],
-        "transfers": ["transfer_events"],
-        "accounts": ["account_events"],
-        "transfer_features": ["accounts", "labels", "transfers"],
-        "risk_model": ["transfer_features"],
-        "live_model": ["risk_model"],
-        "transfer_scores": ["transfer_features"],
-        "decision_outbox": ["transfer_scores"],
-        "decision_delivery": ["decision_outbox"],
-        "daily_users": ["accounts", "payer_days"],
-        "activation_funnel": ["accounts", "transfers"],
-        "payer_days": ["transfer_scores", "transfers"],
-        "daily_active": ["payer_days"],
-        "daily_volume": ["transfers"],
-        "ticket_sizes": ["transfers"],
-        "ticket_quantiles": ["transfers"],
-        "daily_outcomes": ["transfers"],
-        "weekly_retention": ["payer_days"],
-        "daily_friction": ["transfer_scores", "transfers"],
-        "friction_retention": ["payer_days"],
-        "adoption_dashboards": sorted(
-            [
-                "activation_funnel",
-                "daily_active",
-                "daily_friction",
-                "daily_outcomes",
-                "daily_users",
-                "daily_volume",
-                "friction_retention",
-                "payer_days",
-                "ticket_quantiles",
-                "ticket_sizes",
-                "weekly_retention",
-            ]
-        ),
+    schedules = {
+        s.name: {"job": s.job_name, "cron": s.cron_schedule, "timezone": s.execution_timezone}
+        for s in sorted(definitions.schedules, key=lambda s: s.name)
     }
-    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert {k for k, g in groups.items() if g == "ledger"} == {
-        "transfer_events",
-        "account_events",
-        "labels",
-        "transfers",
-        "accounts",
+    sensors = {
+        s.name: {
+            "type": type(s).__name__,
+            "jobs": sorted(t.job_name for t in s.targets),
+            "minimum_interval_seconds": s.minimum_interval_seconds,
+        }
+        for s in sorted(definitions.sensors, key=lambda s: s.name)
     }
-    assert set(groups.values()) == {"ledger", "risk", "adoption"}
-    # The marts are daily partitions of India days; rolling windows read the days before.
-    daily = graph.get(dg.AssetKey("daily_active")).partitions_def
-    assert isinstance(daily, dg.DailyPartitionsDefinition) and daily.timezone == "Asia/Kolkata"
-    assert graph.get(dg.AssetKey("adoption_dashboards")).partitions_def is None
-    checks = sorted(k.to_user_string() for k in graph.asset_check_keys)
-    assert checks == [
-        "account_events:account_events_contract",
-        "account_events:account_events_freshness",
-        "labels:labels_contract",
-        "labels:labels_freshness",
-        "risk_model:risk_model_beats_live",
-        "transfer_events:transfer_events_contract",
-        "transfer_events:transfer_events_freshness",
-    ]
-    assert sorted(s.name for s in definitions.schedules) == [
-        "adoption_daily",
-        "adoption_dashboards_daily",
-        "ledger_daily",
-        "risk_daily_retraining",
-    ]
-    assert sorted(s.name for s in definitions.sensors) == [
-        "adoption_on_ledger_change",
-        "dashboards_after_marts",
-        "ledger_arrivals",
-        "score_new_transfers_sensor",
-    ]
-    for job in (
-        "ledger_ingest",
-        "risk_training",
-        "risk_scoring",
-        "adoption_marts",
-        "adoption_reports",
-    ):
-        assert definitions.resolve_job_def(job) is not None
+    return {"assets": assets, "jobs": jobs, "schedules": schedules, "sensors": sensors}
+
+
+def test_dagster_graph_matches_its_reviewed_snapshot(definitions):
+    """A wiring change shows as a diff of tests/snapshots/dagster_graph.json, reviewed with the
+    change: regenerate it with `UPDATE_SNAPSHOTS=1 pytest tests/test_dagster.py -k snapshot`."""
+    current = json.dumps(graph_snapshot(definitions), indent=2, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(current)
+    assert SNAPSHOT.exists(), f"no snapshot yet: run with UPDATE_SNAPSHOTS=1 to write {SNAPSHOT}"
+    diff = "".join(
+        difflib.unified_diff(
+            SNAPSHOT.read_text().splitlines(keepends=True),
+            current.splitlines(keepends=True),
+            "reviewed",
+            "current",
+        )
+    )
+    assert not diff, f"the Dagster graph changed; review the diff, then update the snapshot:\n{diff}"
+
+
+def test_the_lineage_the_design_relies_on(definitions):
+    """The few edges the product's correctness relies on, stated where a reader finds them."""
+    graph = definitions.resolve_asset_graph()
+    parents = {
+        k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+        for k in graph.get_all_asset_keys()
+    }
+    assert {"transfer_features", "live_model"} <= parents["transfer_scores"]
+    assert parents["live_model"] == {"risk_model"}
+    assert graph.get(dg.AssetCheckKey(dg.AssetKey("risk_model"), "risk_model_beats_live")).blocking
 
 
 def _materialize(definitions: dg.Definitions, data_dir: DataDir) -> dg.ExecuteInProcessResult:

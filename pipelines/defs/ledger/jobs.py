@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.defs.resources import LedgerSourceResource
+from pipelines.india_time import IST_TIME_ZONE
 from pipelines.ledger import landing
 from pipelines.ledger.postgres import max_positions
 
@@ -20,7 +21,7 @@ ledger_daily = dg.ScheduleDefinition(
     name="ledger_daily",
     job=ledger_ingest,
     cron_schedule="0 2 * * *",
-    execution_timezone="Asia/Kolkata",
+    execution_timezone=IST_TIME_ZONE,
     description="Safety net: ingest once a day even if the sensor missed something.",
 )
 

@@ -11,6 +11,7 @@ from pipelines.defs.risk.assets import (
     transfer_features,
     transfer_scores,
 )
+from pipelines.india_time import IST_TIME_ZONE
 
 risk_training = dg.define_asset_job(
     name="risk_training",
@@ -30,7 +31,7 @@ risk_daily_retraining = dg.ScheduleDefinition(
     name="risk_daily_retraining",
     job=risk_training,
     cron_schedule="0 3 * * *",
-    execution_timezone="Asia/Kolkata",
+    execution_timezone=IST_TIME_ZONE,
 )
 
 
