@@ -1,23 +1,8 @@
-"""Prequential evaluation that respects label delay (Le Borgne et al., Fraud Detection Handbook).
+"""Prequential evaluation that respects label delay: the backtest of a model against baselines.
 
-Each fold is [train window] [delay gap] [test window]; fold 0's test window starts at
-`test_start` and each further fold steps back by `test_days`. A fold trains only on the targets
-known when its training window closes (`labels.training_targets(as_of=train_end)`): in production
-the model trained today is used for the next weeks, while the frauds of those weeks are reported
-only later. The test window is judged with the labels known at evaluation time (or ground truth).
-
-Metrics of a window (one definition each, used by every path):
-- roc_auc, average_precision: of the risk score against the fraud target, per transfer.
-- precision_at_k: each IST day, the k payers with the highest daily score (max over their
-  transfers) are what a review team of capacity k would look at; a payer is a hit if it made a
-  fraudulent transfer that day. Mean over days (k = min(capacity, payers active that day)); a
-  window cut at UTC midnight gives partial IST days at both ends, which count like the others.
-- at a hold rate h: the threshold is the lowest that holds at most h of the window's transfers
-  (`hold_threshold`; ties at the cut are left out) and a transfer is held if its score is at or
-  above it. recall_at_hold = share of frauds
-  held; fraud_value_caught_share = paise of held frauds / paise of all frauds; legit_payers_held_share
-  = payers with no fraud in the window and >= 1 held transfer / payers with no fraud in the window;
-  recall_by_fraud_type = recall_at_hold per typology.
+The folds are in `folds` (train, delay gap, test; targets as known when training closes), the
+metrics of a window in `metrics`, the plots in `plots`; this module runs them over every fold and
+model and keeps what they measured. Their public names are importable from here too.
 """
 
 from __future__ import annotations

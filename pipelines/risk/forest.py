@@ -1,12 +1,19 @@
 """A fitted HistGradientBoosting ensemble compiled into flat arrays for fast batch and single-row scoring.
 
 scikit-learn's own predict walks every tree over every row in turn (the whole matrix streams
-through memory once per tree) and starts an OpenMP team per call: ~50-100k rows/s in batch and
-milliseconds for one row on this project's machines. Here the same trees are renumbered so that a
-left child always follows its parent, packed two float64 per node, and walked block by block of
-rows with a fixed number of steps per tree (leaves loop onto themselves), eight rows interleaved so
-the CPU overlaps their memory loads. The kernel is compiled with numba when it is installed
-(several times faster than sklearn); without numba the same arrays are walked with numpy.
+through memory once per tree) and starts an OpenMP team per call: milliseconds for one row, and
+slower in batch than the walk here. Here the same trees are renumbered so that a left child always
+follows its parent, packed two float64 per node, and walked block by block of rows with a fixed
+number of steps per tree (leaves loop onto themselves), eight rows interleaved so the CPU overlaps
+their memory loads. The kernel is compiled with numba when it is installed; without numba the same
+arrays are walked with numpy. `benchmarks/bench_scoring.py` measures both against sklearn.
+
+scikit-learn has no public view of a HistGradientBoosting model's trees, so they are read through
+treelite (`treelite.sklearn.import_model`, then its documented field accessors): treelite follows
+scikit-learn's releases, this module uses only the public APIs of both. A compiled forest is then
+checked against the estimator's own `decision_function` on rows built around every split
+threshold, and compiling fails loudly (`UnsupportedModelError`, naming both versions) if a
+scikit-learn / treelite pair ever reads a model differently.
 
 Predictions are bit-identical to `HistGradientBoostingClassifier.decision_function`: same float64
 comparisons, same missing-value directions, same summation order (baseline, then tree by tree).
@@ -29,9 +36,21 @@ _FEATURE_BITS = 12
 MAX_FEATURES = 1 << _FEATURE_BITS
 _BLOCK_ROWS = 256  # rows walked together through all trees: ~80 KB of X for 40 features
 _PARALLEL_MIN_ROWS = 20_000  # below this a thread pool costs more than it saves
+_PROBE_ROWS = 4_096  # rows of the check against sklearn at compile time (a few ms)
+_CHECK_TOLERANCE = 1e-9  # log-odds; the walk is bit-identical, so any gap means a misread model
+
+# treelite's enums (its model spec, v4), as its field accessors return them.
+_LEAF_NODE, _NUMERICAL_TEST = 0, 1
+_LESS_OR_EQUAL = 3
+_FLOAT64 = 3
+_BINARY_CLASSIFIER = 0
 
 _kernel: Any = None
 _kernel_loaded = False
+
+
+class UnsupportedModelError(ValueError):
+    """A model the compiled forest cannot score exactly as its library does."""
 
 
 @dataclass(frozen=True)
@@ -47,36 +66,91 @@ class CompiledForest:
 
     @classmethod
     def from_hist_gradient_boosting(cls, estimator: Any) -> CompiledForest:
-        """Compile a fitted binary `HistGradientBoostingClassifier` (numeric features only)."""
-        predictors = getattr(estimator, "_predictors", None)
-        if predictors is None:
-            raise ValueError("the HistGradientBoostingClassifier is not fitted")
-        if estimator.n_trees_per_iteration_ != 1:
-            raise ValueError(
-                f"only binary classifiers compile; this one has "
-                f"{estimator.n_trees_per_iteration_} trees per iteration"
+        """Compile a fitted binary `HistGradientBoostingClassifier` (numeric features only),
+        checked against its `decision_function`."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.utils.validation import check_is_fitted
+
+        if not isinstance(estimator, HistGradientBoostingClassifier):
+            raise UnsupportedModelError(
+                f"only a HistGradientBoostingClassifier compiles, got {type(estimator).__name__}"
             )
-        n_features = int(estimator.n_features_in_)
+        check_is_fitted(estimator)
+        if len(estimator.classes_) != 2:
+            raise UnsupportedModelError(
+                f"only binary classifiers compile; this one has {len(estimator.classes_)} classes"
+            )
+        if estimator.is_categorical_ is not None and estimator.is_categorical_.any():
+            raise UnsupportedModelError(
+                "categorical features are not supported by the compiled forest"
+            )
+        import treelite  # at fit time only: scoring needs numpy (and numba) alone
+
+        try:
+            imported = treelite.sklearn.import_model(estimator)
+        except Exception as exc:
+            raise UnsupportedModelError(
+                f"treelite could not read the model ({_versions()}): {exc}"
+            ) from exc
+        forest = cls.from_treelite(imported)
+        forest.check_against(estimator)
+        return forest
+
+    @classmethod
+    def from_treelite(cls, model: Any) -> CompiledForest:
+        """Compile a binary-classification `treelite.Model` whose trees add up log-odds: float64
+        `<=` splits on numeric features, one float64 value per leaf."""
+        header = model.get_header_accessor()
+        expected = {
+            "task_type": _BINARY_CLASSIFIER,
+            "num_target": 1,
+            "num_class": 1,
+            "average_tree_output": 0,
+            "threshold_type": _FLOAT64,
+            "leaf_output_type": _FLOAT64,
+        }
+        found = {name: header.get_field(name).tolist() for name in expected}
+        if any(found[name] != [value] for name, value in expected.items()) or (
+            header.get_field("postprocessor") != "sigmoid"
+        ):
+            raise UnsupportedModelError(
+                f"only a binary classifier summing float64 trees into log-odds compiles; "
+                f"the treelite model has {found}, postprocessor "
+                f"{header.get_field('postprocessor')!r} ({_versions()})"
+            )
+        n_features = int(model.num_feature)
         if n_features >= MAX_FEATURES:
-            raise ValueError(f"at most {MAX_FEATURES - 1} features compile, got {n_features}")
+            raise UnsupportedModelError(
+                f"at most {MAX_FEATURES - 1} features compile, got {n_features}"
+            )
         words: list[np.ndarray] = []
         thresholds: list[np.ndarray] = []
         values: list[np.ndarray] = []
         roots: list[int] = []
         depths: list[int] = []
         offset = 0
-        for iteration in predictors:
-            tree = iteration[0].nodes
-            if tree["is_categorical"].any():
-                raise ValueError("categorical splits are not supported by the compiled forest")
-            order = _preorder(tree)
-            new_id = np.empty(len(tree), dtype=np.int64)
-            new_id[order] = np.arange(len(tree)) + offset
-            t = tree[order]
-            leaf = t["is_leaf"].astype(bool)
-            right = np.where(leaf, new_id[order], new_id[t["right"]])  # leaves loop onto self
-            feature = np.where(leaf, 0, t["feature_idx"]).astype(np.int64)
-            missing_right = (~leaf) & (t["missing_go_to_left"] == 0)
+        for tree_id in range(model.num_tree):
+            tree = model.get_tree_accessor(tree_id)
+            kind = tree.get_field("node_type")
+            leaf = kind == _LEAF_NODE
+            if not np.all(leaf | (kind == _NUMERICAL_TEST)):
+                raise UnsupportedModelError(
+                    "categorical splits are not supported by the compiled forest"
+                )
+            if np.any(tree.get_field("cmp")[~leaf] != _LESS_OR_EQUAL):
+                raise UnsupportedModelError(f"tree {tree_id} has a split other than x <= t")
+            if tree.get_field("leaf_vector").size:
+                raise UnsupportedModelError(f"tree {tree_id} has vector leaves")
+            left = tree.get_field("cleft").astype(np.int64)
+            right = tree.get_field("cright").astype(np.int64)
+            order, depth = _preorder(left, right, leaf)
+            n = len(order)
+            new_id = np.empty(n, dtype=np.int64)
+            new_id[order] = np.arange(n) + offset
+            leaf = leaf[order]
+            right = np.where(leaf, new_id[order], new_id[right[order]])  # leaves loop onto self
+            feature = np.where(leaf, 0, tree.get_field("split_index")[order]).astype(np.int64)
+            missing_right = ~leaf & (tree.get_field("default_left")[order] == 0)
             word = (
                 (right << (_FEATURE_BITS + 2))
                 | (feature << 2)
@@ -84,11 +158,11 @@ class CompiledForest:
                 | leaf.astype(np.int64)
             )
             words.append(word.astype(np.float64))
-            thresholds.append(np.where(leaf, 0.0, t["num_threshold"]))
-            values.append(np.where(leaf, t["value"], 0.0))
+            thresholds.append(np.where(leaf, 0.0, tree.get_field("threshold")[order]))
+            values.append(np.where(leaf, tree.get_field("leaf_value")[order], 0.0))
             roots.append(offset)
-            depths.append(int(t["depth"].max()))
-            offset += len(tree)
+            depths.append(depth)
+            offset += n
         nodes = np.empty((offset, 2), dtype=np.float64)
         nodes[:, 0] = np.concatenate(thresholds)
         nodes[:, 1] = np.concatenate(words)
@@ -97,9 +171,39 @@ class CompiledForest:
             values=np.concatenate(values).astype(np.float64),
             roots=np.asarray(roots, dtype=np.int64),
             depths=np.asarray(depths, dtype=np.int64),
-            baseline=float(np.asarray(estimator._baseline_prediction).ravel()[0]),
+            baseline=float(header.get_field("base_scores")[0]),
             n_features=n_features,
         )
+
+    def check_against(self, estimator: Any, rows: int = _PROBE_ROWS, seed: int = 0) -> None:
+        """Raise `UnsupportedModelError` unless this forest's log-odds equal the estimator's
+        `decision_function` on `rows` rows sitting on, just above and around every threshold."""
+        probe = self.probe_rows(rows, seed=seed)
+        expected = np.asarray(estimator.decision_function(probe), dtype=np.float64)
+        worst = float(np.max(np.abs(self.raw_predict(probe, n_threads=1) - expected)))
+        if not worst <= _CHECK_TOLERANCE:  # NaN fails too
+            raise UnsupportedModelError(
+                f"the compiled forest's log-odds differ from {type(estimator).__name__}"
+                f".decision_function by up to {worst:.3g} on {rows} probe rows ({_versions()}): "
+                f"this pair reads the model differently; fit the risk model with "
+                f"fast_predict=False to score through scikit-learn, or pin versions that pass "
+                f"tests/test_forest.py"
+            )
+
+    def probe_rows(self, rows: int, seed: int = 0) -> np.ndarray:
+        """Random rows whose values are split thresholds, the next float above them, NaN or
+        ±inf, feature by feature: every split goes each way, and missing values go their way."""
+        rng = np.random.default_rng(seed)
+        word = self.nodes[:, 1].astype(np.int64)
+        split = (word & 1) == 0
+        feature = (word >> 2) & (MAX_FEATURES - 1)
+        X = np.empty((rows, self.n_features), dtype=np.float64)
+        for j in range(self.n_features):
+            t = np.unique(self.nodes[split & (feature == j), 0])
+            t = t[np.isfinite(t)]
+            special = np.array([np.nan, -np.inf, np.inf, 0.0])
+            X[:, j] = rng.choice(np.concatenate([t, np.nextafter(t, np.inf), special]), rows)
+        return X
 
     @property
     def n_trees(self) -> int:
@@ -142,6 +246,12 @@ class CompiledForest:
         return out
 
 
+def _versions() -> str:
+    from importlib.metadata import version
+
+    return f"scikit-learn {version('scikit-learn')}, treelite {version('treelite')}"
+
+
 def numba_available() -> bool:
     """Whether the compiled (numba) kernel is in use rather than the numpy fallback."""
     return _compiled_kernel() is not None
@@ -154,17 +264,21 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _preorder(tree: np.ndarray) -> np.ndarray:
-    """Node ids of one tree in depth-first, left-first order (so left child = parent + 1)."""
+def _preorder(left: np.ndarray, right: np.ndarray, leaf: np.ndarray) -> tuple[np.ndarray, int]:
+    """Node ids of one tree in depth-first, left-first order (so left child = parent + 1), and
+    the depth of its deepest leaf."""
     order: list[int] = []
-    stack = [0]
+    deepest = 0
+    stack = [(0, 0)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
         order.append(node)
-        if not tree["is_leaf"][node]:
-            stack.append(int(tree["right"][node]))
-            stack.append(int(tree["left"][node]))
-    return np.asarray(order, dtype=np.int64)
+        if leaf[node]:
+            deepest = max(deepest, depth)
+        else:
+            stack.append((int(right[node]), depth + 1))
+            stack.append((int(left[node]), depth + 1))
+    return np.asarray(order, dtype=np.int64), deepest
 
 
 def _walk_numpy(forest: CompiledForest, X: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -6,9 +6,9 @@
   window cut at UTC midnight gives partial IST days at both ends, which count like the others.
 - at a hold rate h: the threshold is the lowest that holds at most h of the window's transfers
   (`hold_threshold`; ties at the cut are left out) and a transfer is held if its score is at or
-  above it. recall_at_hold = share of frauds
-  held; fraud_value_caught_share = paise of held frauds / paise of all frauds; legit_payers_held_share
-  = payers with no fraud in the window and >= 1 held transfer / payers with no fraud in the window;
+  above it. recall_at_hold = share of frauds held; fraud_value_caught_share = paise of held
+  frauds / paise of all frauds; legit_payers_held_share = payers with no fraud in the window and
+  >= 1 held transfer / payers with no fraud in the window (`held_metrics`, for any held set);
   recall_by_fraud_type = recall_at_hold per typology.
 """
 

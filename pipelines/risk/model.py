@@ -307,7 +307,8 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
 
     Early stopping is off: sklearn's holds out a random split, which leaks the future into the
     past. `fast_predict` scores through the compiled forest (`forest.CompiledForest`), identical
-    to sklearn's predict; set it to False to score through sklearn itself.
+    to sklearn's predict and checked against it when fitted; set it to False to score through
+    sklearn itself (then nothing is compiled).
     """
 
     def __init__(
@@ -386,12 +387,21 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
         return matrix
 
     def _after_fit(self) -> None:
-        self.forest_ = CompiledForest.from_hist_gradient_boosting(self.base_)
+        # Without fast_predict nothing is compiled: the way to keep fitting and scoring (through
+        # sklearn) should a scikit-learn release ever outrun treelite's reading of its models.
+        self.forest_ = (
+            CompiledForest.from_hist_gradient_boosting(self.base_) if self.fast_predict else None
+        )
 
     def _tree_log_odds(self, matrix: np.ndarray) -> np.ndarray:
-        if self.fast_predict:
-            return self.forest_.raw_predict(matrix, n_threads=self.n_threads)
-        return self._base_log_odds(matrix)
+        if not self.fast_predict:
+            return self._base_log_odds(matrix)
+        if self.forest_ is None:
+            raise ValueError(
+                "the model was fitted with fast_predict=False, so it has no compiled forest: "
+                "score with fast_predict=False or refit with fast_predict=True"
+            )
+        return self.forest_.raw_predict(matrix, n_threads=self.n_threads)
 
     def _log_odds(self, matrix: np.ndarray) -> np.ndarray:
         trees = self._tree_log_odds(matrix)
