@@ -1,4 +1,4 @@
-"""UPI traffic simulator (pipelines/sandbox/simulator.py): contract, determinism and realism.
+"""UPI traffic simulator (pipelines/sandbox/simulator/): contract, determinism and realism.
 
 One simulated month of a small population is shared by the module; a few tests run extra small
 simulations (same seed, other seed, tiny files).
@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from pipelines.india_time import IST_TIME_ZONE
 from pipelines.ledger import contract as c
 from pipelines.sandbox.simulator import SimulationConfig, SimulationSummary, simulate
 
@@ -319,7 +320,7 @@ def test_p2m_share_rises_over_the_period(created: pl.DataFrame) -> None:
 
 
 def test_intraday_peaks_in_ist(created: pl.DataFrame) -> None:
-    ist = created["created_at"].dt.convert_time_zone("Asia/Kolkata")
+    ist = created["created_at"].dt.convert_time_zone(IST_TIME_ZONE)
     minute = ist.dt.hour().cast(pl.Int32) * 60 + ist.dt.minute().cast(pl.Int32)
     peak = ((minute >= 600) & (minute < 780)) | ((minute >= 1020) & (minute < 1290))
     night = (minute >= 60) & (minute < 300)
@@ -476,7 +477,7 @@ def test_account_takeover_footprint(run: Run, created: pl.DataFrame) -> None:
     assert {"ZM", "00"} <= set(final["response_code"])  # wrong PINs before the drain
     legit = created.filter(~pl.col("is_fraud") & (pl.col("payee_type") == "PERSON"))
     assert ato["amount_paise"].median() > 5 * legit["amount_paise"].median()
-    ist_hour = ato["created_at"].dt.convert_time_zone("Asia/Kolkata").dt.hour()
+    ist_hour = ato["created_at"].dt.convert_time_zone(IST_TIME_ZONE).dt.hour()
     assert ((ist_hour >= 23) | (ist_hour < 4)).mean() > 0.3
 
 
