@@ -32,7 +32,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from pipelines.adoption.marts import MARTS
+from pipelines.adoption.marts import MARTS, SCHEMA
 from pipelines.privacy import TOKEN_PREFIX, load_token_key, register_token_macro, vpa_token
 from pipelines.settings import DEFAULT_DATA_DIR, DataDir, Settings
 from pipelines.warehouse import connect
@@ -132,7 +132,6 @@ VIEWS: tuple[AnalystView, ...] = (
     ),
 )
 
-MART_SCHEMA = "adoption"
 
 
 def open_warehouse(data_dir: str | Path | None = None) -> Warehouse:
@@ -228,14 +227,14 @@ class Warehouse:
             .sql(
                 "SELECT table_name, comment FROM duckdb_tables() "
                 "WHERE NOT temporary AND schema_name = ? ORDER BY table_name",
-                params=[MART_SCHEMA],
+                params=[SCHEMA],
             )
             .fetchall()
         )
         documented = _mart_meanings()
         for mart, comment in comments.items():
             meaning = documented.get(mart) or comment or ""
-            name = f"{MART_SCHEMA}.{mart}"
+            name = f"{SCHEMA}.{mart}"
             rows.append((name, self._count(name), meaning))
         return pl.DataFrame(
             rows, schema={"name": pl.String, "rows": pl.Int64, "meaning": pl.String}, orient="row"
@@ -317,15 +316,15 @@ class Warehouse:
         if name in self._views:
             return name
         schema, _, mart = name.rpartition(".")
-        if schema in ("", MART_SCHEMA) and mart in _existing_marts(self._connection()):
-            return f"{MART_SCHEMA}.{mart}"
+        if schema in ("", SCHEMA) and mart in _existing_marts(self._connection()):
+            return f"{SCHEMA}.{mart}"
         known = [view.name for view in VIEWS]
         if name in known:
             source = next(view.source for view in VIEWS if view.name == name)
             why = f"its source {source} has not been built in this warehouse yet"
-        elif schema == MART_SCHEMA or mart in _mart_meanings():
+        elif schema == SCHEMA or mart in _mart_meanings():
             why = (
-                f"the adoption mart {MART_SCHEMA}.{mart} has not been built in this warehouse "
+                f"the adoption mart {SCHEMA}.{mart} has not been built in this warehouse "
                 "yet (the adoption assets write it)"
             )
         else:
@@ -401,6 +400,6 @@ def _existing_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
 def _existing_marts(con: duckdb.DuckDBPyConnection) -> set[str]:
     rows = con.sql(
         "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND schema_name = ?",
-        params=[MART_SCHEMA],
+        params=[SCHEMA],
     ).fetchall()
     return {row[0] for row in rows}

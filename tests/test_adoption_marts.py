@@ -17,12 +17,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.adoption.marts import MARTS, DayRange, build_marts, last_complete_day, ledger_days
+from pipelines.adoption.marts import (
+    MARTS,
+    SCHEMA,
+    DayRange,
+    build_marts,
+    last_complete_day,
+    ledger_days,
+)
+from pipelines.decisions.scoring import ensure_score_tables, record_decisions
 from pipelines.ledger import contract as c
 from pipelines.ledger.current import refresh_accounts, refresh_transfers
 from pipelines.ledger.ingest import ingest_landing
 from pipelines.privacy import register_token_macro, token_sql, vpa_token
-from pipelines.risk.loop import ensure_score_tables, record_decisions
 from pipelines.warehouse import warehouse
 from tests.factories import account_event, land_parquet, transfer
 
@@ -131,7 +138,7 @@ def test_ledger_days_are_india_days(con):
 
 
 def test_daily_users(con):
-    rows = _rows(con, "SELECT * FROM adoption.daily_users WHERE day <= '2026-03-04' ORDER BY day")
+    rows = _rows(con, f"SELECT * FROM {SCHEMA}.daily_users WHERE day <= '2026-03-04' ORDER BY day")
     # day, registered, linked, activated, deregistered, and the three running totals
     assert rows == [
         (_day(1), 1, 1, 1, 0, 1, 1, 1),
@@ -139,12 +146,12 @@ def test_daily_users(con):
         (_day(3), 0, 0, 2, 0, 3, 2, 3),
         (_day(4), 0, 0, 0, 0, 3, 2, 3),
     ]
-    assert _rows(con, "SELECT day, deregistered FROM adoption.daily_users WHERE deregistered > 0")
-    assert _rows(con, "SELECT count(*) FROM adoption.daily_users") == [(15,)]
+    assert _rows(con, f"SELECT day, deregistered FROM {SCHEMA}.daily_users WHERE deregistered > 0")
+    assert _rows(con, f"SELECT count(*) FROM {SCHEMA}.daily_users") == [(15,)]
 
 
 def test_activation_funnel(con):
-    rows = _rows(con, "SELECT * FROM adoption.activation_funnel ORDER BY cohort_day")
+    rows = _rows(con, f"SELECT * FROM {SCHEMA}.activation_funnel ORDER BY cohort_day")
     assert rows == [
         # a: linked after 1 h, first payment 1 h later, fifth 96 h after the first
         (_day(1), 1, 1, 1, 1, 1.0, 1.0, 96.0, _day(9)),
@@ -157,7 +164,7 @@ def test_payer_days_use_tokens_and_count_holds(con):
     rows = _rows(
         con,
         "SELECT payer_token, day, transfers, successful, value_paise, held, first_payment_day "
-        "FROM adoption.payer_days ORDER BY payer_token, day",
+        f"FROM {SCHEMA}.payer_days ORDER BY payer_token, day",
     )
     a, b, c_, d = (vpa_token(v, KEY) for v in (A, B, C, D))
     want = sorted(
@@ -179,14 +186,14 @@ def test_payer_days_use_tokens_and_count_holds(con):
 
 def test_no_mart_holds_a_raw_vpa(con):
     for name in MARTS:
-        frame = con.sql(f"SELECT * FROM adoption.{name}").pl()
+        frame = con.sql(f"SELECT * FROM {SCHEMA}.{name}").pl()
         for column in frame.columns:
             if frame.schema[column] == pl.String:
                 assert not frame[column].str.contains("@").any(), f"{name}.{column}"
 
 
 def test_daily_active(con):
-    rows = _rows(con, "SELECT day, dau, wau, mau FROM adoption.daily_active ORDER BY day")
+    rows = _rows(con, f"SELECT day, dau, wau, mau FROM {SCHEMA}.daily_active ORDER BY day")
     got = {r[0]: r[1:] for r in rows}
     assert got[_day(1)] == (1, 1, 1)
     assert got[_day(3)] == (3, 3, 3)  # a, b, d; c's pending transfer is not a payment
@@ -201,7 +208,7 @@ def test_volume_tickets_and_outcomes(con):
     volume = _rows(
         con,
         "SELECT payee_type, channel, payer_state, category, status, sum(transfers), "
-        "sum(value_paise) FROM adoption.daily_volume WHERE day = '2026-03-02' "
+        f"sum(value_paise) FROM {SCHEMA}.daily_volume WHERE day = '2026-03-02' "
         "GROUP BY ALL ORDER BY ALL",
     )
     assert volume == [
@@ -210,7 +217,7 @@ def test_volume_tickets_and_outcomes(con):
     ]
     buckets = _rows(
         con,
-        "SELECT bucket, bucket_order, sum(transfers) FROM adoption.ticket_sizes "
+        f"SELECT bucket, bucket_order, sum(transfers) FROM {SCHEMA}.ticket_sizes "
         "GROUP BY ALL ORDER BY bucket_order",
     )
     assert buckets == [
@@ -224,12 +231,12 @@ def test_volume_tickets_and_outcomes(con):
     quantiles = _rows(
         con,
         "SELECT transfers, p10_paise, p50_paise, p99_paise, mean_paise FROM "
-        "adoption.ticket_quantiles WHERE day = '2026-03-03' AND payee_type = 'PERSON'",
+        f"{SCHEMA}.ticket_quantiles WHERE day = '2026-03-03' AND payee_type = 'PERSON'",
     )
     assert quantiles == [(3, 20_000, 60_000, 6_000_000, (20_000 + 60_000 + 6_000_000) / 3)]
     outcomes = _rows(
         con,
-        "SELECT day, status, response_code, description, transfers FROM adoption.daily_outcomes "
+        f"SELECT day, status, response_code, description, transfers FROM {SCHEMA}.daily_outcomes "
         "WHERE status <> 'SUCCESS' ORDER BY day",
     )
     assert outcomes == [
@@ -242,7 +249,7 @@ def test_weekly_retention(con):
     rows = _rows(
         con,
         "SELECT cohort_week, week, week_number, cohort_users, active_users, retention "
-        "FROM adoption.weekly_retention ORDER BY week, cohort_week",
+        f"FROM {SCHEMA}.weekly_retention ORDER BY week, cohort_week",
     )
     feb23, mar2, mar9 = dt.date(2026, 2, 23), _day(2), _day(9)
     assert rows == [
@@ -257,7 +264,7 @@ def test_weekly_retention(con):
 def test_risk_friction(con):
     friction = _rows(
         con,
-        "SELECT decision, sum(transfers), sum(value_paise) FROM adoption.daily_friction "
+        f"SELECT decision, sum(transfers), sum(value_paise) FROM {SCHEMA}.daily_friction "
         "GROUP BY ALL ORDER BY decision",
     )
     # The shadow BLOCK and the later re-score never took effect.
@@ -268,7 +275,7 @@ def test_risk_friction(con):
     ]
     retention = _rows(
         con,
-        "SELECT week, held, payers, retained, retention FROM adoption.friction_retention "
+        f"SELECT week, held, payers, retained, retention FROM {SCHEMA}.friction_retention "
         "ORDER BY week, held",
     )
     assert retention == [
@@ -281,7 +288,7 @@ def test_risk_friction(con):
 def test_rebuilding_any_range_changes_nothing(con):
     def snapshot() -> dict[str, list[tuple]]:
         return {
-            name: sorted(_rows(con, f"SELECT * FROM adoption.{name}"), key=repr) for name in MARTS
+            name: sorted(_rows(con, f"SELECT * FROM {SCHEMA}.{name}"), key=repr) for name in MARTS
         }
 
     before = snapshot()
@@ -296,9 +303,9 @@ def test_a_day_is_built_from_that_day_only(tmp_path):
     with warehouse(tmp_path / "warehouse.duckdb") as con:
         _load(con, tmp_path)
         build_marts(con, _day(3), _day(3), token_key=KEY)
-        days = _rows(con, "SELECT DISTINCT day FROM adoption.daily_volume")
+        days = _rows(con, f"SELECT DISTINCT day FROM {SCHEMA}.daily_volume")
         assert days == [(_day(3),)]
-        assert _rows(con, "SELECT count(*) FROM adoption.weekly_retention") == [(0,)]
+        assert _rows(con, f"SELECT count(*) FROM {SCHEMA}.weekly_retention") == [(0,)]
 
 
 def test_empty_ledger_builds_empty_marts(tmp_path):
@@ -309,7 +316,7 @@ def test_empty_ledger_builds_empty_marts(tmp_path):
         assert ledger_days(con) is None
         report = build_marts(con, _day(1), _day(7), token_key=KEY)
         assert report["daily_volume"]["rows"] == 0
-        assert _rows(con, "SELECT sum(dau), max(mau) FROM adoption.daily_active") == [(0, 0)]
+        assert _rows(con, f"SELECT sum(dau), max(mau) FROM {SCHEMA}.daily_active") == [(0, 0)]
 
 
 def test_a_range_that_ends_before_it_starts_is_refused():

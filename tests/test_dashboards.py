@@ -1,24 +1,37 @@
 """Adoption dashboards: every page renders its charts in a real browser with no network at all."""
 
 import datetime as dt
+import json
 import re
 import shutil
 from pathlib import Path
 
 import duckdb
+import markupsafe
 import pytest
 from playwright.sync_api import sync_playwright
 
 from pipelines.adoption.dashboards import (
-    MARTS,
     PAGES,
     format_count,
     format_rupees,
     indian_grouping,
     javascript_bundle,
+    render_page,
     write_dashboards,
 )
-from pipelines.adoption.marts import build_marts, ensure_schema, ledger_days
+from pipelines.adoption.dashboards.data import Window
+from pipelines.adoption.dashboards.formatting import count_column, rupee_column
+from pipelines.adoption.dashboards.model import Chart, Column, Page, Table, Tile
+from pipelines.adoption.marts import (
+    AGGREGATE_MARTS,
+    MARTS,
+    SCHEMA,
+    build_marts,
+    ensure_schema,
+    ledger_days,
+)
+from pipelines.decisions.scoring import ensure_score_tables, record_decisions
 from pipelines.ledger.current import refresh_accounts, refresh_transfers
 from pipelines.ledger.ingest import ingest_landing
 from pipelines.sandbox.simulator import SimulationConfig, simulate
@@ -43,16 +56,16 @@ pytestmark = pytest.mark.xdist_group("dashboards")
 def _score_some(con: duckdb.DuckDBPyConnection) -> None:
     """Decisions for transfers from the second week on: the risk page shows unscored days, then
     friction, and held payers to compare with the rest."""
+    ensure_score_tables(con)
     con.execute(
-        """CREATE SCHEMA IF NOT EXISTS risk;
-        CREATE TABLE risk.transfer_scores AS
-        SELECT transfer_id, created_at, 'm1' AS model_version, 'p1' AS policy_version,
-            false AS shadow, 0.5 AS risk_score,
+        """INSERT INTO risk.transfer_scores
+        SELECT transfer_id, created_at, 'm1', 'p1', false, 0.5,
             CASE WHEN hash(transfer_id) % 1000 < 15 THEN 'HOLD'
-                WHEN hash(transfer_id) % 1000 < 20 THEN 'BLOCK' ELSE 'ALLOW' END AS decision,
-            []::VARCHAR[] AS reason_codes, created_at + INTERVAL 1 SECOND AS scored_at
+                WHEN hash(transfer_id) % 1000 < 20 THEN 'BLOCK' ELSE 'ALLOW' END,
+            []::VARCHAR[], created_at + INTERVAL 1 SECOND
         FROM ledger.transfers WHERE created_at >= TIMESTAMPTZ '2026-01-12 00:00:00+05:30'"""
     )
+    record_decisions(con)  # the decisions of record, which the marts read
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +155,19 @@ def _open(browser, path: Path, screenshot: Path) -> dict:
                     const box = drawn ? drawn.getBoundingClientRect() : null;
                     return {name: el.dataset.chart, width: box ? box.width : 0,
                             height: box ? box.height : 0,
-                            marks: el.querySelectorAll('svg .mark-group, svg path, svg rect').length};
+                            marks: el.querySelectorAll('svg .mark-group, svg path, svg rect').length,
+                            axes: Array.from(el.querySelectorAll('g.role-axis')).map(axis =>
+                                Array.from(axis.querySelectorAll('.role-axis-label text'))
+                                    .map(t => t.textContent)),
+                            // Pieces of each line or area drawn: a gap starts a new one ("M").
+                            pieces: Array.from(el.querySelectorAll('.mark-line path, .mark-area path'))
+                                .map(p => (p.getAttribute('d') || '').split('M').length - 1)};
                 }),
+                tables: Array.from(document.querySelectorAll('.card table')).map(t => ({
+                    columns: Array.from(t.querySelectorAll('th')).map(th => th.textContent),
+                    rows: Array.from(t.querySelectorAll('tbody tr')).map(tr =>
+                        Array.from(tr.querySelectorAll('td')).map(td => td.textContent)),
+                })),
                 links: Array.from(document.querySelectorAll('nav a')).map(a => a.getAttribute('href')),
                 text: document.body.innerText,
             })"""
@@ -205,7 +229,7 @@ def test_pages_show_no_vpas_and_no_tokens(pages: dict[str, Path], warehouse_path
             ).fetchall()
         }
         tokens = {
-            row[0] for row in con.sql("SELECT payer_token FROM adoption.payer_days").fetchall()
+            row[0] for row in con.sql(f"SELECT payer_token FROM {SCHEMA}.payer_days").fetchall()
         }
     assert len(vpas) > 1_000 and len(tokens) > 1_000
     # The Vega bundle is the same fixed library code on every page and holds no data: leaving
@@ -251,24 +275,33 @@ def test_empty_marts_still_make_pages(empty_pages: dict[str, Path], browser, tmp
         assert screenshot.read_bytes().startswith(PNG_MAGIC)
 
 
-def test_risk_page_without_decisions(warehouse_path: Path, browser, tmp_path: Path):
-    # The same marts as if the risk loop had never run: every transfer UNSCORED, nobody held.
+def _pages_of_edited_marts(warehouse_path: Path, out: Path, edit: str) -> dict[str, Path]:
+    """The pages of a copy of the fixture's marts, changed by the SQL `edit`."""
     with warehouse(warehouse_path, read_only=True) as source:
-        frames = {name: source.sql(f"SELECT * FROM adoption.{name}").pl() for name in MARTS}
+        frames = {
+            name: source.sql(f"SELECT * FROM {SCHEMA}.{name}").pl() for name in AGGREGATE_MARTS
+        }
     with duckdb.connect() as con:
-        con.execute("CREATE SCHEMA adoption")
+        con.execute(f"CREATE SCHEMA {SCHEMA}")
         for name, frame in frames.items():
             con.register("_frame", frame)
-            con.execute(f"CREATE TABLE adoption.{name} AS SELECT * FROM _frame")
+            con.execute(f"CREATE TABLE {SCHEMA}.{name} AS SELECT * FROM _frame")
             con.unregister("_frame")
-        con.execute(
-            """CREATE OR REPLACE TABLE adoption.daily_friction AS
-            SELECT day, payee_type, 'UNSCORED' AS decision, sum(transfers)::BIGINT AS transfers,
-                sum(value_paise)::BIGINT AS value_paise
-            FROM adoption.daily_friction GROUP BY ALL;
-            DELETE FROM adoption.friction_retention WHERE held"""
-        )
-        written = write_dashboards(con, tmp_path / "out")
+        con.execute(edit)
+        return write_dashboards(con, out)
+
+
+def test_risk_page_without_decisions(warehouse_path: Path, browser, tmp_path: Path):
+    # The same marts as if the risk loop had never run: every transfer UNSCORED, nobody held.
+    written = _pages_of_edited_marts(
+        warehouse_path,
+        tmp_path / "out",
+        f"""CREATE OR REPLACE TABLE {SCHEMA}.daily_friction AS
+        SELECT day, payee_type, 'UNSCORED' AS decision, sum(transfers)::BIGINT AS transfers,
+            sum(value_paise)::BIGINT AS value_paise
+        FROM {SCHEMA}.daily_friction GROUP BY ALL;
+        DELETE FROM {SCHEMA}.friction_retention WHERE held""",
+    )
     seen = _open(browser, written["risk"], tmp_path / "risk.png")
     _check_rendered(seen, written["risk"].parent, tmp_path / "risk.png")
     assert "No risk decisions yet" in seen["text"]
@@ -302,3 +335,107 @@ def test_money_in_lakh_and_crore():
     assert format_rupees(1_234_500_000_000) == "₹1,234.5 Cr"
     assert format_count(99_999) == "99,999"
     assert format_count(250_000) == "2.5 L"
+
+
+def test_a_table_column_keeps_one_unit():
+    # The unit of the column's smallest amount, so that none of it reads as zero.
+    assert count_column([98_203, 110_234, None]) == ["98,203", "1,10,234", "–"]
+    assert count_column([250_000, 12_000_000]) == ["2.5 L", "120.0 L"]
+    assert rupee_column([21_200_000, 7_314_100, 7_400]) == ["₹2,12,000", "₹73,141", "₹74"]
+    assert rupee_column([2_120_000_000, 1_500_000_000]) == ["₹2.1 Cr", "₹1.5 Cr"]
+
+
+def test_the_page_template_escapes_what_it_shows():
+    hostile = '<script>alert("x")</script> & <b>'
+    page = Page(
+        hostile,
+        intro=hostile,
+        notices=[hostile],
+        tiles=[Tile(hostile, hostile, change=hostile, note=hostile)],
+        cards=[
+            Chart("a", hostile, {"data": {"values": [{"v": hostile}]}}, note=hostile),
+            Chart("b", hostile, None, empty=hostile),
+            Table(hostile, [Column(hostile)], [[hostile]], note=hostile),
+        ],
+    )
+    day = dt.date(2026, 1, 5)
+    html = render_page("overview", page, Window(day, day), {"overview": hostile})
+    assert "<script>alert" not in html and "<b>" not in html
+    # Everywhere it was put, and in the title and the navigation: 17 places.
+    assert html.count(str(markupsafe.escape(hostile))) == 17
+    # Chart data goes into a JSON <script>: nothing in it may close the element.
+    specs = html.split('id="chart-specs">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(specs)["a"]["data"]["values"][0]["v"] == hostile
+
+
+def _repeated_axis_labels(seen: dict) -> list[tuple[str, list[str]]]:
+    return [
+        (chart["name"], labels)
+        for chart in seen["charts"]
+        for labels in chart["axes"]
+        if len(labels) != len(set(labels))
+    ]
+
+
+def test_axis_labels_never_repeat(pages: dict[str, Path], warehouse_path, browser, tmp_path):
+    # Friction at a tenth of the fixture's: shares of a few tenths of a percent, ticks 0.05% apart.
+    low = _pages_of_edited_marts(
+        warehouse_path,
+        tmp_path / "low",
+        f"""UPDATE {SCHEMA}.daily_friction
+        SET transfers = transfers // 10, value_paise = value_paise // 10
+        WHERE decision IN ('HOLD', 'BLOCK')""",
+    )
+    seen = _open(browser, low["risk"], tmp_path / "low-risk.png")
+    shares = next(c["axes"][-1] for c in seen["charts"] if c["name"] == "friction-transfers")
+    assert len(shares) >= 4 and all(label.endswith("%") for label in shares), shares
+    assert _repeated_axis_labels(seen) == []
+    for name, path in pages.items():
+        seen = _open(browser, path, tmp_path / f"{name}.png")
+        assert _repeated_axis_labels(seen) == [], name
+
+
+def test_a_day_without_data_breaks_the_lines(
+    pages: dict[str, Path], warehouse_path: Path, browser, tmp_path: Path
+):
+    # No row at all for 14 Jan (a ledger outage, say): no line may bridge it.
+    daily = [name for name in AGGREGATE_MARTS if not MARTS[name].weekly]
+    written = _pages_of_edited_marts(
+        warehouse_path,
+        tmp_path / "gap",
+        ";".join(
+            f"DELETE FROM {SCHEMA}.{name} WHERE {MARTS[name].day_column} = DATE '2026-01-14'"
+            for name in daily
+        ),
+    )
+    seen = _open(browser, written["overview"], tmp_path / "gap.png")
+    pieces = {chart["name"]: chart["pieces"] for chart in seen["charts"]}
+    # One path per series (P2P, P2M; DAU, WAU, MAU), each in two pieces: before and after.
+    assert pieces["transfers-by-type"] == [2, 2]
+    assert pieces["active-payers"] == [2, 2, 2]
+    assert pieces["value-by-type"] and set(pieces["value-by-type"]) == {2}
+    # Every day has data in the fixture itself: one piece each.
+    whole = _open(browser, pages["overview"], tmp_path / "whole.png")
+    assert {c["name"]: set(c["pieces"]) for c in whole["charts"] if c["pieces"]} == {
+        "transfers-by-type": {1},
+        "value-by-type": {1},
+        "active-payers": {1},
+        "success-rate": {1},
+    }
+
+
+def _unit(cell: str) -> str:
+    return " Cr" if cell.endswith(" Cr") else " L" if cell.endswith(" L") else ""
+
+
+def test_table_columns_show_one_unit(pages: dict[str, Path], browser, tmp_path: Path):
+    tables = [
+        table
+        for name, path in pages.items()
+        for table in _open(browser, path, tmp_path / f"{name}.png")["tables"]
+    ]
+    assert any(t["columns"][:3] == ["State", "Transfers", "Value"] for t in tables)
+    for table in tables:
+        for i, column in enumerate(table["columns"]):
+            units = {_unit(row[i]) for row in table["rows"] if row[i] != "–"}
+            assert len(units) <= 1, (column, sorted(row[i] for row in table["rows"]))

@@ -2,6 +2,7 @@
 failures, lost responses, conflicts and dead letters, on SQLite and on PostgreSQL."""
 
 import datetime as dt
+import threading
 import time
 
 import pytest
@@ -11,9 +12,11 @@ from pipelines.decisions import outbox as ob
 from pipelines.decisions.delivery import deliver_pending, deliver_until_drained
 from pipelines.sandbox.transfer_service import ReferenceTransferService
 from tests.test_decisions_outbox import T0, make_engine, record
+from tests.test_decisions_service import ManualTimers
 
 HOUR = dt.timedelta(hours=1)
 FAST = {"backoff_base_s": 10.0, "backoff_max_s": 60.0, "timeout_s": 2.0}
+HANG_GUARD_S = 10.0  # only turns a deadlock into a failure: nothing here waits this long
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -76,21 +79,40 @@ def test_down_then_failing_then_up_every_decision_takes_effect_once(engine, serv
     assert ob.status_counts(engine) == {"PENDING": 0, "DELIVERED": 60, "FINAL": 0, "DEAD": 0}
 
 
+def test_requests_are_in_flight_at_once_up_to_the_concurrency(engine, service):
+    ob.enqueue(engine, [record(i) for i in range(1, 9)], now=T0)
+    # The service holds each request until 4 are in flight at once: sent one after another,
+    # the first would wait in vain and the barrier break.
+    in_flight = threading.Barrier(4, timeout=HANG_GUARD_S)
+    service.before_decision = in_flight.wait
+    report = deliver_pending(
+        engine, service.url, now=T0, concurrency=4, **{**FAST, "timeout_s": HANG_GUARD_S}
+    )
+    assert not in_flight.broken
+    assert (report.attempted, report.delivered, report.pending) == (8, 8, 0)
+    assert service.effect_count == 8
+
+
 def test_a_hung_service_does_not_stall_the_run(engine, service):
     ob.enqueue(engine, [record(i) for i in range(1, 101)], now=T0)
-    service.set_latency(0.6)  # answers after the client has given up
-    started = time.perf_counter()
-    hung = deliver_pending(
-        engine, service.url, batch_size=100, now=T0, concurrency=4, **{**FAST, "timeout_s": 0.2}
-    )
-    assert time.perf_counter() - started < 3  # not 100 requests x 0.2 s / 4
+    released = threading.Event()
+    service.before_decision = released.wait  # hung: no answer until the run has given up
+    try:
+        hung = deliver_pending(
+            engine, service.url, batch_size=100, now=T0, concurrency=4, **{**FAST, "timeout_s": 0.2}
+        )
+    finally:
+        released.set()
+    # The circuit breaker ended the run: not 100 requests each waiting out its timeout.
     assert hung.retried == hung.attempted <= 20 and hung.attempted + hung.deferred == 100
     assert hung.errors == {"ReadTimeout": hung.attempted}
-    service.set_latency(0)
-    time.sleep(0.7)  # the late requests land (and take effect) at the service
+    # The requests the client gave up on land at the service late, and take effect.
+    assert service.wait_handled(hung.attempted, timeout_s=HANG_GUARD_S)
+    assert service.effect_count == hung.attempted
     after = deliver_pending(engine, service.url, batch_size=100, now=T0 + HOUR, **FAST)
     assert after.delivered == 100 and after.pending == 0
     assert service.effect_count == 100
+    assert service.request_counts()["replayed"] == hung.attempted  # resent: no second effect
 
 
 def test_a_batch_that_only_fails_ends_the_run(engine, service):
@@ -102,10 +124,22 @@ def test_a_batch_that_only_fails_ends_the_run(engine, service):
 
 def test_deliver_until_drained_rides_out_an_outage(engine, service):
     ob.enqueue(engine, [record(i) for i in range(1, 201)])
+    service.timer = timers = ManualTimers()
     service.down_for(0.6)
     service.fail_next(30, status=503)
+
+    def sleep(seconds: float) -> None:  # the outage is over once delivery has waited
+        timers.pass_time()
+        time.sleep(seconds)
+
     report = deliver_until_drained(
-        engine, service.url, deadline_s=30, backoff_base_s=0.05, backoff_max_s=0.3, timeout_s=2
+        engine,
+        service.url,
+        deadline_s=30,
+        backoff_base_s=0.05,
+        backoff_max_s=0.3,
+        timeout_s=2,
+        sleep=sleep,
     )
     assert report.drained and report.pending == 0
     assert report.delivered == 200 and report.retried >= 30
@@ -209,22 +243,22 @@ def test_review_outcome_supersedes_the_hold_at_the_service(engine, service):
     assert service.effect_count == 2
 
 
-def test_throughput_to_the_reference_service(tmp_path, service):
+def test_a_large_outbox_drains_with_one_request_per_decision(tmp_path, service):
+    # How fast is a benchmark's question (on a loaded machine any figure here flakes); this
+    # test says that a large outbox drains, in batches, one request and one effect a decision.
     engine = ob.operational_engine(data_dir=tmp_path)
     n = 3_000
     ob.enqueue(engine, [record(i) for i in range(1, n + 1)])
-    started = time.perf_counter()
-    report = deliver_until_drained(engine, service.url, deadline_s=50)
-    elapsed = time.perf_counter() - started
+    report = deliver_until_drained(engine, service.url, deadline_s=120)  # a deadlock guard
     engine.dispose()
-    assert report.drained and report.delivered == n and service.effect_count == n
-    rate = n / elapsed
-    print(f"\ndelivered {n} decisions in {elapsed:.2f} s: {rate:.0f} decisions/s")
-    assert rate > 150, f"{rate:.0f} decisions/s"
+    assert report.drained and report.delivered == report.attempted == n
+    assert (report.retried, report.deferred) == (0, 0)
+    assert service.effect_count == service.request_counts()["total"] == n
 
 
 def test_policy_to_service_and_a_rerun_sends_nothing_new(tmp_path, service):
-    from pipelines.risk.policy import Policy, decide, decision_records
+    from pipelines.decisions.policy import Policy, decide
+    from pipelines.decisions.scoring import decision_records
     from tests.test_policy import frame, row
 
     policy = Policy(version="policy-2026.11.1", hold_threshold=0.8)

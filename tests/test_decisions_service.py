@@ -1,6 +1,9 @@
 """The reference transfer service on loopback: validation, idempotency, finality, outages."""
 
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -9,6 +12,36 @@ from pipelines.sandbox.transfer_service import ReferenceTransferService
 from tests.factories import DECISION_RECORD
 
 RECORD = DECISION_RECORD
+
+
+class ManualTimers:
+    """Stands in for threading.Timer in the service (`service.timer = ManualTimers()`): a timer
+    that is started runs when the test calls `pass_time()`, not after a wall-clock wait."""
+
+    def __init__(self) -> None:
+        self.started: list[threading.Timer] = []
+
+    def __call__(
+        self, interval: float, function: Callable[..., Any], args=None, kwargs=None
+    ) -> threading.Timer:
+        return _FiledTimer(self.started, interval, function, args, kwargs)
+
+    def pass_time(self) -> list[float]:
+        """Run the timers started so far, unless cancelled; return their intervals."""
+        due, self.started[:] = list(self.started), []
+        for timer in due:
+            if not timer.finished.is_set():
+                timer.function(*timer.args, **timer.kwargs)
+        return [timer.interval for timer in due]
+
+
+class _FiledTimer(threading.Timer):
+    def __init__(self, filed: list[threading.Timer], *args: Any) -> None:
+        super().__init__(*args)
+        self.filed = filed
+
+    def start(self) -> None:  # filed with its ManualTimers: no thread, no wait
+        self.filed.append(self)
 
 
 @pytest.fixture
@@ -114,17 +147,16 @@ def test_control_endpoint(service, client):
     assert client.post(control, json={"fail_next": 1, "status": 500}).status_code == 200
     assert post(client, service, RECORD).status_code == 500
     client.post(control, json={"latency_s": 0.3})
-    with pytest.raises(httpx.ReadTimeout):
-        client.post(
-            f"{service.url}/v1/risk-decisions",
-            json=RECORD,
-            headers={"Idempotency-Key": "dec-1"},
-            timeout=0.1,
-        )
+    started = time.monotonic()
+    assert post(client, service, RECORD).status_code == 201
+    assert time.monotonic() - started >= 0.3  # a lower bound: a loaded machine only adds to it
     client.post(control, json={"latency_s": 0})
+    service.timer = timers = ManualTimers()
+    port = service.port
     client.post(control, json={"down_for_s": 0.4})
-    time.sleep(0.2)
+    timers.pass_time()  # the answer has gone out: now the service goes down...
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{service.url}/health")
-    time.sleep(0.5)
+    assert timers.pass_time() == [0.4]  # ...and is back 0.4 s later, on the same port
+    assert service.port == port
     assert httpx.get(f"{service.url}/health").status_code == 200

@@ -4,9 +4,9 @@ delivery process killed at any commit boundary, then run again, ends as a clean 
 import json
 import multiprocessing
 import os
+import re
 import signal
 import threading
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +24,6 @@ from tests.test_decisions_outbox import T0, record
 HOUR = timedelta(hours=1)
 TRICKLE_S = 0.2  # a trickling receiver sends one byte this often...
 TRICKLE_BYTES = 60  # ...of at least this many: 12 s for an answer, far past any deadline here
-HANG_GUARD_S = 6.0  # deadlines here are 0.5-1.5 s: this only tells cut off from waited out
 
 
 # --- A receiver on loopback ----------------------------------------------------------------
@@ -121,6 +120,15 @@ def log_outcomes(engine, decision_id: str) -> list[str]:
     return [e["outcome"] for e in ob.delivery_log(engine, decision_id)]
 
 
+def request_budget_s(error: str) -> float:
+    """The time a request was given, from the error of one cut off at its deadline."""
+    found = re.fullmatch(
+        r"ReadTimeout: the request's deadline \(([0-9.]+) s in total\) passed", error
+    )
+    assert found, error
+    return float(found[1])
+
+
 # --- The deadline against a trickling receiver -----------------------------------------------
 
 
@@ -130,7 +138,6 @@ def test_a_trickled_answer_is_cut_at_the_request_deadline_and_retried(engine, re
     ob.enqueue(engine, records, now=T0)
     receiver.trickle = trickle  # every answer would take 60 x 0.2 s = 12 s
 
-    started = time.monotonic()
     cut = deliver_pending(
         engine,
         receiver.url,
@@ -140,13 +147,13 @@ def test_a_trickled_answer_is_cut_at_the_request_deadline_and_retried(engine, re
         backoff_base_s=10.0,
         backoff_max_s=60.0,
     )
-    assert time.monotonic() - started < HANG_GUARD_S  # 0.5 s, not 12 s
     assert (cut.attempted, cut.retried, cut.delivered, cut.pending) == (3, 3, 0, 3)
     assert cut.errors == {"ReadTimeout": 3}
     for r in records:  # abandoned as a timeout, recorded, kept for a retry after its backoff
         row = ob.get_decision(engine, r["decision_id"])
         assert (row["status"], row["attempts"], row["last_status_code"]) == ("PENDING", 1, None)
-        assert row["last_error"].startswith("ReadTimeout") and "deadline" in row["last_error"]
+        # Cut by the 0.5 s deadline of the whole request, not by a per-read timeout (never hit).
+        assert request_budget_s(row["last_error"]) == 0.5
         assert T0 + timedelta(seconds=5) <= row["next_attempt_at"] <= T0 + timedelta(seconds=10)
         assert log_outcomes(engine, r["decision_id"]) == ["RETRY"]
 
@@ -166,7 +173,6 @@ def test_the_delivery_deadline_holds_against_a_trickling_receiver(engine, receiv
     ob.enqueue(engine, records)
     receiver.trickle = "body"
 
-    started = time.monotonic()
     report = deliver_until_drained(
         engine,
         receiver.url,
@@ -176,7 +182,6 @@ def test_the_delivery_deadline_holds_against_a_trickling_receiver(engine, receiv
         backoff_base_s=10.0,
         backoff_max_s=60.0,
     )
-    assert time.monotonic() - started < HANG_GUARD_S  # 1.5 s, not 2 rounds of 12 s
     assert not report.drained and report.pending == 10 and report.delivered == 0
     # Requests in flight at the deadline were cut; the rest were never sent.
     assert 1 <= report.attempted <= 5 and report.retried == report.attempted
@@ -188,6 +193,8 @@ def test_the_delivery_deadline_holds_against_a_trickling_receiver(engine, receiv
     unsent = [row for row in rows if row["attempts"] == 0]
     assert len(sent) == report.attempted and len(unsent) == report.deferred
     assert all(log_outcomes(engine, row["decision_id"]) == ["RETRY"] for row in sent)
+    # What cut them was the run's 1.5 s deadline, not their own 2 s timeout.
+    assert all(request_budget_s(row["last_error"]) <= 1.5 for row in sent)
     # Given back unsent because time was up, not because the service failed: due at once.
     assert all(row["next_attempt_at"] <= datetime.now(UTC) for row in unsent)
 

@@ -22,6 +22,7 @@ import polars as pl
 import pytest
 from nbclient import NotebookClient
 
+from pipelines.adoption.marts import SCHEMA
 from pipelines.analyst import (
     MissingTableError,
     RawVpaError,
@@ -266,7 +267,7 @@ def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> DemoWarehouse:
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     try:
         marts = con.sql(
-            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'adoption'"
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ?", params=[SCHEMA]
         ).fetchall()[0][0]
     finally:
         con.close()

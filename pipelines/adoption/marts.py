@@ -17,7 +17,7 @@ import duckdb
 from pipelines.india_time import IST, IST_DAY_SQL
 from pipelines.ledger import contract as c
 from pipelines.privacy import token_from_key_sql, token_key_sql
-from pipelines.warehouse import DECISIONS_TABLE, table_exists
+from pipelines.warehouse import DECISIONS_TABLE, EVENT_TABLES, table_exists
 
 SCHEMA = "adoption"
 
@@ -58,44 +58,17 @@ TICKET_BUCKETS = (
 )
 QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90, 0.99)
 
-DDL = {
-    "daily_users": """day DATE NOT NULL, registered BIGINT, bank_linked BIGINT,
-        activated BIGINT, deregistered BIGINT, registered_total BIGINT,
-        bank_linked_total BIGINT, activated_total BIGINT""",
-    "activation_funnel": """cohort_day DATE NOT NULL, registered BIGINT, bank_linked BIGINT,
-        first_payment BIGINT, fifth_payment BIGINT, median_hours_to_link DOUBLE,
-        median_hours_link_to_first DOUBLE, median_hours_first_to_fifth DOUBLE,
-        observed_through DATE""",
-    "payer_days": f"""day DATE NOT NULL, payer_key UBIGINT NOT NULL, transfers BIGINT,
-        successful BIGINT, value_paise BIGINT, held BIGINT, first_payment_day DATE,
-        payer_token VARCHAR GENERATED ALWAYS AS ({token_from_key_sql("payer_key")}) VIRTUAL""",
-    "daily_active": "day DATE NOT NULL, dau BIGINT, wau BIGINT, mau BIGINT, dau_mau DOUBLE",
-    "daily_volume": """day DATE NOT NULL, payee_type VARCHAR, channel VARCHAR,
-        payer_state VARCHAR, mcc VARCHAR, category VARCHAR, status VARCHAR, transfers BIGINT,
-        value_paise BIGINT""",
-    "ticket_sizes": """day DATE NOT NULL, payee_type VARCHAR, bucket VARCHAR,
-        bucket_order INTEGER, transfers BIGINT, value_paise BIGINT""",
-    "ticket_quantiles": """day DATE NOT NULL, payee_type VARCHAR, transfers BIGINT,
-        mean_paise DOUBLE, p10_paise BIGINT, p25_paise BIGINT, p50_paise BIGINT,
-        p75_paise BIGINT, p90_paise BIGINT, p99_paise BIGINT""",
-    "daily_outcomes": """day DATE NOT NULL, payee_type VARCHAR, channel VARCHAR,
-        status VARCHAR, response_code VARCHAR, description VARCHAR, transfers BIGINT,
-        value_paise BIGINT""",
-    "weekly_retention": """cohort_week DATE NOT NULL, week DATE NOT NULL,
-        week_number INTEGER, cohort_users BIGINT, active_users BIGINT, retention DOUBLE""",
-    "daily_friction": """day DATE NOT NULL, payee_type VARCHAR, decision VARCHAR,
-        transfers BIGINT, value_paise BIGINT""",
-    "friction_retention": """week DATE NOT NULL, held BOOLEAN NOT NULL, payers BIGINT,
-        retained BIGINT, retention DOUBLE""",
-}
-# The column that places a row in a partition, as a day: weekly marts belong to the Sunday
-# partition that completes them.
-PARTITION_DAY = {name: "day" for name in DDL}
-PARTITION_DAY |= {
-    "activation_funnel": "cohort_day",
-    "weekly_retention": "week + 6",
-    "friction_retention": "week + 13",
-}
+# What the marts read, besides each other.
+LEDGER_TRANSFERS = "ledger.transfers"
+ACCOUNT_EVENTS = EVENT_TABLES["accounts"]
+PAYER_DAYS = f"{SCHEMA}.payer_days"
+
+WEEK_DAYS = 7  # Monday to Sunday, IST
+WAU_DAYS, MAU_DAYS = 7, 30
+# Rolling windows: how many days before its own a partition of these marts reads.
+ACTIVE_LOOKBACK = MAU_DAYS - 1  # daily_active: the 30 days ending the day
+RETENTION_LOOKBACK = WEEK_DAYS - 1  # weekly_retention: the week ending the Sunday
+FRICTION_LOOKBACK = 2 * WEEK_DAYS - 1  # friction_retention: a week and the week after
 
 
 @dataclass(frozen=True)
@@ -127,15 +100,15 @@ class DayRange:
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-    for name, columns in DDL.items():
-        con.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{name} ({columns})")
+    for name, mart in MARTS.items():
+        con.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{name} ({mart.columns})")
 
 
 def ledger_days(con: duckdb.DuckDBPyConnection) -> DayRange | None:
     """The IST days the ledger's transfers cover, or None for an empty ledger."""
     first, last = con.sql(
         f"SELECT min({IST_DAY_SQL.format(column='created_at')}), "
-        f"max({IST_DAY_SQL.format(column='created_at')}) FROM ledger.transfers"
+        f"max({IST_DAY_SQL.format(column='created_at')}) FROM {LEDGER_TRANSFERS}"
     ).fetchall()[0]
     return None if first is None else DayRange(first, last)
 
@@ -143,7 +116,7 @@ def ledger_days(con: duckdb.DuckDBPyConnection) -> DayRange | None:
 def last_complete_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
     """The last IST day the ledger covers to its end: the day before the newest transfer's,
     unless that transfer closes its day. Today, still filling up, would read as a slump."""
-    newest = con.sql("SELECT max(created_at) FROM ledger.transfers").fetchall()[0][0]
+    newest = con.sql(f"SELECT max(created_at) FROM {LEDGER_TRANSFERS}").fetchall()[0][0]
     if newest is None:
         return None
     return (newest + dt.timedelta(microseconds=1)).astimezone(IST).date() - dt.timedelta(days=1)
@@ -156,7 +129,7 @@ def _within(column: str, start: dt.datetime, end: dt.datetime) -> str:
 def _window_transfers(days: DayRange) -> str:
     """A subquery: the transfers of the range, with their IST day."""
     return f"""(SELECT t.*, {IST_DAY_SQL.format(column="t.created_at")} AS day
-        FROM ledger.transfers t WHERE {_within("t.created_at", days.start, days.end)})"""
+        FROM {LEDGER_TRANSFERS} t WHERE {_within("t.created_at", days.start, days.end)})"""
 
 
 def _window_decisions(con: duckdb.DuckDBPyConnection, days: DayRange) -> str:
@@ -178,13 +151,13 @@ def _first_payments(until: dt.datetime, *, fifth: bool = False, cohort: str | No
     five = ", min(created_at, 5) AS first_five" if fifth else ""
     among = f"AND payer_vpa IN ({cohort})" if cohort else ""
     return f"""(SELECT payer_vpa, min(created_at) AS first_at{five}
-        FROM ledger.transfers
+        FROM {LEDGER_TRANSFERS}
         WHERE status = 'SUCCESS' AND created_at < TIMESTAMPTZ '{until.isoformat()}' {among}
         GROUP BY payer_vpa)"""
 
 
 def _first_account_events(event_type: str, until: dt.datetime) -> str:
-    return f"""(SELECT vpa, min(event_time) AS happened_at FROM ledger.account_events
+    return f"""(SELECT vpa, min(event_time) AS happened_at FROM {ACCOUNT_EVENTS}
         WHERE event_type = '{event_type}' AND event_time < TIMESTAMPTZ '{until.isoformat()}'
         GROUP BY vpa)"""
 
@@ -211,7 +184,7 @@ def daily_users_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: b
                 count(*) FILTER (step = 'bank_linked') AS bank_linked
             FROM firsts GROUP BY day),
         activations AS (
-            SELECT day, count(*) AS activated FROM {SCHEMA}.payer_days
+            SELECT day, count(*) AS activated FROM {PAYER_DAYS}
             WHERE day = first_payment_day AND day <= DATE '{days.last}' GROUP BY day),
         before AS (
             SELECT (SELECT coalesce(sum(registered), 0) FROM per_day
@@ -222,7 +195,7 @@ def daily_users_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: b
                     WHERE day < DATE '{days.first}') AS a),
         deregistered AS (
             SELECT {IST_DAY_SQL.format(column="event_time")} AS day, count(DISTINCT vpa) AS n
-            FROM ledger.account_events
+            FROM {ACCOUNT_EVENTS}
             WHERE event_type = 'DEREGISTERED' AND {_within("event_time", days.start, days.end)}
             GROUP BY ALL)
         SELECT s.day, coalesce(p.registered, 0), coalesce(p.bank_linked, 0),
@@ -238,7 +211,7 @@ def daily_users_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: b
 def activation_funnel_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
     """Per registration day: how many reached bank link, first and fifth payment, and the median hours between steps."""
     # The funnel follows each cohort to the end of the data: later steps keep arriving.
-    horizon = con.sql("SELECT max(created_at) FROM ledger.transfers").fetchall()[0][0]
+    horizon = con.sql(f"SELECT max(created_at) FROM {LEDGER_TRANSFERS}").fetchall()[0][0]
     until = max(days.end, horizon + dt.timedelta(microseconds=1)) if horizon else days.end
     hours = "date_diff('second', {a}, {b}) / 3600.0"
     # A day or a week of cohorts (the schedule, the sensor) is a small share of all payers:
@@ -274,7 +247,7 @@ def payer_days_setup(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: 
             {IST_DAY_SQL.format(column="first_at")} AS first_payment_day
         FROM (
             SELECT payer_vpa, min(created_at) FILTER (status = 'SUCCESS') AS first_at
-            FROM ledger.transfers WHERE created_at < TIMESTAMPTZ '{days.end.isoformat()}'
+            FROM {LEDGER_TRANSFERS} WHERE created_at < TIMESTAMPTZ '{days.end.isoformat()}'
             GROUP BY payer_vpa HAVING max(created_at) >= TIMESTAMPTZ '{days.start.isoformat()}');
         CREATE OR REPLACE TEMP TABLE {_PAYERS}_exact AS
         SELECT count(*) = count(DISTINCT h) AS exact FROM {_PAYERS}"""
@@ -314,18 +287,21 @@ def daily_active_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: 
         WITH active AS (
             SELECT day, payer_key,
                 lead(day) OVER (PARTITION BY payer_key ORDER BY day) AS next_day
-            FROM {SCHEMA}.payer_days
-            WHERE successful > 0 AND day BETWEEN DATE '{days.first}' - 29 AND DATE '{days.last}'),
+            FROM {PAYER_DAYS}
+            WHERE successful > 0
+                AND day BETWEEN DATE '{days.first}' - {ACTIVE_LOOKBACK} AND DATE '{days.last}'),
         deltas AS (
             SELECT day, 1 AS d, 0 AS w, 0 AS m FROM active
             UNION ALL SELECT day, 0, 1, 1 FROM active
-            UNION ALL SELECT least(day + 7, coalesce(next_day, day + 7)), 0, -1, 0 FROM active
-            UNION ALL SELECT least(day + 30, coalesce(next_day, day + 30)), 0, 0, -1 FROM active),
+            UNION ALL SELECT least(day + {WAU_DAYS}, coalesce(next_day, day + {WAU_DAYS})), 0, -1, 0
+                FROM active
+            UNION ALL SELECT least(day + {MAU_DAYS}, coalesce(next_day, day + {MAU_DAYS})), 0, 0, -1
+                FROM active),
         per_day AS (SELECT day, sum(d) AS d, sum(w) AS w, sum(m) AS m FROM deltas GROUP BY day),
         running AS (
             SELECT s.day, coalesce(p.d, 0) AS dau,
                 sum(coalesce(p.w, 0)) OVER o AS wau, sum(coalesce(p.m, 0)) OVER o AS mau
-            FROM {_day_series(days, lookback=29)} s LEFT JOIN per_day p USING (day)
+            FROM {_day_series(days, lookback=ACTIVE_LOOKBACK)} s LEFT JOIN per_day p USING (day)
             WINDOW o AS (ORDER BY s.day ROWS UNBOUNDED PRECEDING))
         SELECT day, dau, wau, mau, CASE WHEN mau > 0 THEN dau / mau END
         FROM running WHERE day >= DATE '{days.first}'"""
@@ -397,18 +373,19 @@ def weekly_retention_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_k
     """Weekly retention cohorts: of the payers whose first payment fell in a week, how many paid in each later week."""
     return f"""
         WITH weeks AS (
-            SELECT day - 6 AS week FROM {_day_series(days)} WHERE isodow(day) = 7),
+            SELECT day - {RETENTION_LOOKBACK} AS week FROM {_day_series(days)} WHERE isodow(day) = 7),
         cohorts AS (
             SELECT date_trunc('week', first_payment_day)::DATE AS cohort_week,
                 count(*) AS cohort_users
-            FROM {SCHEMA}.payer_days
+            FROM {PAYER_DAYS}
             WHERE day = first_payment_day AND day <= DATE '{days.last}'
             GROUP BY ALL),
         active AS (
             SELECT DISTINCT date_trunc('week', p.day)::DATE AS week, p.payer_key,
                 date_trunc('week', p.first_payment_day)::DATE AS cohort_week
-            FROM {SCHEMA}.payer_days p
-            WHERE p.successful > 0 AND p.day BETWEEN DATE '{days.first}' - 6 AND DATE '{days.last}'
+            FROM {PAYER_DAYS} p
+            WHERE p.successful > 0
+                AND p.day BETWEEN DATE '{days.first}' - {RETENTION_LOOKBACK} AND DATE '{days.last}'
                 AND date_trunc('week', p.day)::DATE IN (SELECT week FROM weeks)),
         counted AS (SELECT week, cohort_week, count(*) AS active_users FROM active GROUP BY ALL)
         SELECT c.cohort_week, w.week, CAST(date_diff('week', c.cohort_week, w.week) AS INTEGER),
@@ -443,18 +420,21 @@ def friction_retention_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token
     # successful payment); retained means an actual successful payment the week after.
     return f"""
         WITH weeks AS (
-            SELECT day - 13 AS week FROM {_day_series(days)} WHERE isodow(day) = 7),
+            SELECT day - {FRICTION_LOOKBACK} AS week FROM {_day_series(days)} WHERE isodow(day) = 7),
         tried AS (
             SELECT date_trunc('week', day)::DATE AS week, payer_key, sum(held) > 0 AS held
-            FROM {SCHEMA}.payer_days
-            WHERE transfers > 0 AND day BETWEEN DATE '{days.first}' - 13 AND DATE '{days.last}' - 7
+            FROM {PAYER_DAYS}
+            WHERE transfers > 0 AND day BETWEEN DATE '{days.first}' - {FRICTION_LOOKBACK}
+                AND DATE '{days.last}' - {WEEK_DAYS}
                 AND date_trunc('week', day)::DATE IN (SELECT week FROM weeks)
             GROUP BY ALL),
         next_week AS (
-            SELECT DISTINCT date_trunc('week', day)::DATE - 7 AS week, payer_key
-            FROM {SCHEMA}.payer_days
-            WHERE successful > 0 AND day BETWEEN DATE '{days.first}' - 6 AND DATE '{days.last}'
-                AND date_trunc('week', day)::DATE - 7 IN (SELECT week FROM weeks))
+            SELECT DISTINCT date_trunc('week', day)::DATE - {WEEK_DAYS} AS week, payer_key
+            FROM {PAYER_DAYS}
+            WHERE successful > 0
+                AND day BETWEEN DATE '{days.first}' - {FRICTION_LOOKBACK - WEEK_DAYS}
+                    AND DATE '{days.last}'
+                AND date_trunc('week', day)::DATE - {WEEK_DAYS} IN (SELECT week FROM weeks))
         SELECT t.week, t.held, count(*), count(n.payer_key), count(n.payer_key) / count(*)
         FROM tried t LEFT JOIN next_week n USING (week, payer_key)
         GROUP BY ALL"""
@@ -465,31 +445,121 @@ MartQuery = Callable[[duckdb.DuckDBPyConnection, DayRange, bytes], str]
 
 @dataclass(frozen=True)
 class Mart:
-    """How a mart is built: its query for a range of days, and optionally statements that
-    prepare temporary tables the query reads."""
+    """One adoption mart: its columns, the query that builds it for a range of days (and
+    optionally statements preparing temporary tables the query reads), and what it reads."""
 
+    columns: str
     query: MartQuery
+    reads: tuple[str, ...]
     setup: MartQuery | None = None
+    # A rolling window: how many days before its own a partition reads.
+    lookback_days: int = 0
+    # The date column that places a row in a partition. A weekly mart's row (keyed by the
+    # Monday of its `week`) belongs to the partition of the last day it reads, a Sunday.
+    day_column: str = "day"
+    weekly: bool = False
+    # One row per payer (as a token): for analysis, never shown on a dashboard.
+    per_payer: bool = False
 
     @property
     def description(self) -> str:
         return (self.query.__doc__ or "").strip()
 
+    @property
+    def partition_day(self) -> str:
+        """SQL: the IST day of the partition that writes a row."""
+        if self.weekly:
+            return f"{self.day_column} + {self.lookback_days}"
+        return self.day_column
+
 
 # In build order: a mart reads only the ledger, the risk decisions and the marts before it.
 MARTS: dict[str, Mart] = {
-    "payer_days": Mart(payer_days_sql, setup=payer_days_setup),
-    "daily_users": Mart(daily_users_sql),
-    "activation_funnel": Mart(activation_funnel_sql),
-    "daily_active": Mart(daily_active_sql),
-    "daily_volume": Mart(daily_volume_sql),
-    "ticket_sizes": Mart(ticket_sizes_sql),
-    "ticket_quantiles": Mart(ticket_quantiles_sql),
-    "daily_outcomes": Mart(daily_outcomes_sql),
-    "weekly_retention": Mart(weekly_retention_sql),
-    "daily_friction": Mart(daily_friction_sql),
-    "friction_retention": Mart(friction_retention_sql),
+    "payer_days": Mart(
+        f"""day DATE NOT NULL, payer_key UBIGINT NOT NULL, transfers BIGINT,
+        successful BIGINT, value_paise BIGINT, held BIGINT, first_payment_day DATE,
+        payer_token VARCHAR GENERATED ALWAYS AS ({token_from_key_sql("payer_key")}) VIRTUAL""",
+        payer_days_sql,
+        reads=(LEDGER_TRANSFERS, DECISIONS_TABLE),
+        setup=payer_days_setup,
+        per_payer=True,
+    ),
+    "daily_users": Mart(
+        """day DATE NOT NULL, registered BIGINT, bank_linked BIGINT,
+        activated BIGINT, deregistered BIGINT, registered_total BIGINT,
+        bank_linked_total BIGINT, activated_total BIGINT""",
+        daily_users_sql,
+        reads=(ACCOUNT_EVENTS, PAYER_DAYS),
+    ),
+    "activation_funnel": Mart(
+        """cohort_day DATE NOT NULL, registered BIGINT, bank_linked BIGINT,
+        first_payment BIGINT, fifth_payment BIGINT, median_hours_to_link DOUBLE,
+        median_hours_link_to_first DOUBLE, median_hours_first_to_fifth DOUBLE,
+        observed_through DATE""",
+        activation_funnel_sql,
+        reads=(LEDGER_TRANSFERS, ACCOUNT_EVENTS),
+        day_column="cohort_day",
+    ),
+    "daily_active": Mart(
+        "day DATE NOT NULL, dau BIGINT, wau BIGINT, mau BIGINT, dau_mau DOUBLE",
+        daily_active_sql,
+        reads=(PAYER_DAYS,),
+        lookback_days=ACTIVE_LOOKBACK,
+    ),
+    "daily_volume": Mart(
+        """day DATE NOT NULL, payee_type VARCHAR, channel VARCHAR,
+        payer_state VARCHAR, mcc VARCHAR, category VARCHAR, status VARCHAR, transfers BIGINT,
+        value_paise BIGINT""",
+        daily_volume_sql,
+        reads=(LEDGER_TRANSFERS,),
+    ),
+    "ticket_sizes": Mart(
+        """day DATE NOT NULL, payee_type VARCHAR, bucket VARCHAR,
+        bucket_order INTEGER, transfers BIGINT, value_paise BIGINT""",
+        ticket_sizes_sql,
+        reads=(LEDGER_TRANSFERS,),
+    ),
+    "ticket_quantiles": Mart(
+        """day DATE NOT NULL, payee_type VARCHAR, transfers BIGINT,
+        mean_paise DOUBLE, p10_paise BIGINT, p25_paise BIGINT, p50_paise BIGINT,
+        p75_paise BIGINT, p90_paise BIGINT, p99_paise BIGINT""",
+        ticket_quantiles_sql,
+        reads=(LEDGER_TRANSFERS,),
+    ),
+    "daily_outcomes": Mart(
+        """day DATE NOT NULL, payee_type VARCHAR, channel VARCHAR,
+        status VARCHAR, response_code VARCHAR, description VARCHAR, transfers BIGINT,
+        value_paise BIGINT""",
+        daily_outcomes_sql,
+        reads=(LEDGER_TRANSFERS,),
+    ),
+    "weekly_retention": Mart(
+        """cohort_week DATE NOT NULL, week DATE NOT NULL,
+        week_number INTEGER, cohort_users BIGINT, active_users BIGINT, retention DOUBLE""",
+        weekly_retention_sql,
+        reads=(PAYER_DAYS,),
+        lookback_days=RETENTION_LOOKBACK,
+        day_column="week",
+        weekly=True,
+    ),
+    "daily_friction": Mart(
+        """day DATE NOT NULL, payee_type VARCHAR, decision VARCHAR,
+        transfers BIGINT, value_paise BIGINT""",
+        daily_friction_sql,
+        reads=(LEDGER_TRANSFERS, DECISIONS_TABLE),
+    ),
+    "friction_retention": Mart(
+        """week DATE NOT NULL, held BOOLEAN NOT NULL, payers BIGINT,
+        retained BIGINT, retention DOUBLE""",
+        friction_retention_sql,
+        reads=(PAYER_DAYS,),
+        lookback_days=FRICTION_LOOKBACK,
+        day_column="week",
+        weekly=True,
+    ),
 }
+# The marts the dashboards read: every one that holds aggregates only.
+AGGREGATE_MARTS = tuple(name for name, mart in MARTS.items() if not mart.per_payer)
 
 
 def build_mart(
@@ -504,7 +574,7 @@ def build_mart(
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(
-            f"DELETE FROM {table} WHERE {PARTITION_DAY[name]} BETWEEN ? AND ?",
+            f"DELETE FROM {table} WHERE {mart.partition_day} BETWEEN ? AND ?",
             [days.first, days.last],
         )
         if mart.setup is not None:

@@ -83,16 +83,25 @@ def run_adoption(
 ) -> dict[str, Any]:
     """Build the adoption marts for the ledger's days (or a range), then the dashboards."""
     from pipelines.adoption.marts import ledger_days
-    from pipelines.defs.adoption.jobs import partition_range_tags
+    from pipelines.defs.adoption.partitions import partition_range_tags
     from pipelines.runs import run_job
     from pipelines.warehouse import warehouse
 
     with warehouse(settings.paths.warehouse, read_only=True) as con:
         covered = ledger_days(con)
-    if covered is None and (since is None or until is None):
+    if covered is None:
         return {"success": False, "failures": ["the ledger has no transfers yet: nothing to build"]}
-    first = since or covered.first
-    last = until or covered.last
+    # The marts' partitions are the ledger's days: a range beyond them is cut to them.
+    first = max(since or covered.first, covered.first)
+    last = min(until or covered.last, covered.last)
+    if first > last:
+        return {
+            "success": False,
+            "failures": [
+                f"the ledger holds no day from {since} to {until} "
+                f"(it covers {covered.first} to {covered.last})"
+            ],
+        }
     with console.status(f"building the adoption marts for {first} to {last}..."):
         marts = run_job("adoption_marts", settings, tags=partition_range_tags(first, last))
     reports = None

@@ -564,11 +564,13 @@ def deliver_until_drained(
     max_wait_s: float = 1.0,
     concurrency: int = 8,
     timeout_s: float = 5.0,
+    sleep: Callable[[float], object] = time.sleep,
     **options: Any,
 ) -> DeliveryReport:
     """Deliver, wait for the next decision to fall due, deliver again, until nothing is PENDING
     or `deadline_s` seconds have passed; return the runs' combined report (`drained` says which).
-    The deadline holds however the service answers: requests in flight are cut at it."""
+    The deadline holds however the service answers: requests in flight are cut at it.
+    `sleep` does the waiting between runs (a test can make things happen while it waits)."""
     started = time.monotonic()
     total = DeliveryReport()
     with _client(concurrency, timeout_s) as http:
@@ -588,7 +590,7 @@ def deliver_until_drained(
                 break
             due = next_due_at(engine)
             wait = (due - datetime.now(UTC)).total_seconds() if due else poll_s
-            time.sleep(min(max(wait, poll_s), max_wait_s, left))
+            sleep(min(max(wait, poll_s), max_wait_s, left))
     total.drained = total.pending == 0
     total.duration_s = time.monotonic() - started
     return total

@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -332,7 +333,15 @@ class _Handler(BaseHTTPRequestHandler):
             response = service._control(body)
             self._send(response, close=response.status >= 400)
             return
+        try:
+            self._decision(service, body)
+        finally:
+            service._handled_one()
+
+    def _decision(self, service: ReferenceTransferService, body: bytes) -> None:
         fault = service._take_fault()
+        if service.before_decision is not None:
+            service.before_decision()
         if fault.latency_s:
             time.sleep(fault.latency_s)
         if fault.status is not None:
@@ -409,7 +418,14 @@ class ReferenceTransferService:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._handled_changed = threading.Condition(self._lock)
         self._down_timer: threading.Timer | None = None
+        # Seams, so that tests wait for events instead of for wall-clock time: a hook run in the
+        # handler thread before each decision request is handled (a test blocks it on an Event
+        # or a Barrier), and what schedules `down_for`'s restart and `/control`'s outage (with a
+        # stand-in for threading.Timer, a test decides when that time has passed).
+        self.before_decision: Callable[[], object] | None = None
+        self.timer: Callable[..., threading.Timer] = threading.Timer
         self.reset()
 
     # lifecycle -----------------------------------------------------------------------------
@@ -444,7 +460,7 @@ class ReferenceTransferService:
     def down_for(self, seconds: float) -> None:
         """Go down now and come back up on the same port after `seconds`."""
         self.stop()
-        self._down_timer = threading.Timer(seconds, self.start)
+        self._down_timer = self.timer(seconds, self.start)
         self._down_timer.daemon = True
         self._down_timer.start()
 
@@ -491,6 +507,7 @@ class ReferenceTransferService:
             self._transfer_of: dict[str, str] = {}
             self._effects: list[str] = []
             self._requests: Counter[str] = Counter()
+            self._handled = 0
 
     def _take_fault(self) -> _Fault:
         with self._lock:
@@ -536,7 +553,7 @@ class ReferenceTransferService:
             self.reset()
         if "down_for_s" in command:
             # Answer first, then go down from another thread (stop() waits for this handler).
-            threading.Timer(0.05, self.down_for, args=(float(command["down_for_s"]),)).start()
+            self.timer(0.05, self.down_for, args=(float(command["down_for_s"]),)).start()
         return _Response(200, {"ok": True, **command})
 
     # the decision endpoint ----------------------------------------------------------------
@@ -669,6 +686,18 @@ class ReferenceTransferService:
         """Per transfer, the decision record in effect."""
         with self._lock:
             return {t: dict(r) for t, r in self._in_effect.items()}
+
+    def _handled_one(self) -> None:
+        with self._handled_changed:
+            self._handled += 1
+            self._handled_changed.notify_all()
+
+    def wait_handled(self, n: int, timeout_s: float) -> bool:
+        """Wait until `n` decision requests (since the last reset) have been handled: answered,
+        failed or cut off, whether or not their caller was still listening. False if `timeout_s`
+        passed first."""
+        with self._handled_changed:
+            return self._handled_changed.wait_for(lambda: self._handled >= n, timeout_s)
 
     def request_counts(self) -> dict[str, int]:
         """Decision requests seen: total, failed_injected, responses_dropped, replayed."""

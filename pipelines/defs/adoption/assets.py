@@ -1,70 +1,54 @@
-"""Adoption marts as daily-partitioned assets, and the dashboards built from them."""
+"""Adoption marts as assets partitioned by the ledger's days, and the dashboards built from them."""
 
-import datetime as dt
-import os
 import warnings
 
 import dagster as dg
 
 from pipelines.adoption import marts
+from pipelines.defs.adoption.partitions import ledger_day_partitions, partition_days
 from pipelines.defs.ledger.assets import accounts, transfers
 from pipelines.defs.resources import WAREHOUSE_POOL, AdoptionResource, WarehouseResource
 from pipelines.defs.risk.assets import transfer_scores
+from pipelines.warehouse import DECISIONS_TABLE
 
 # Single-run backfills are what make a range of days one query per mart; the API is beta.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 GROUP = "adoption"
-ADOPTION_START_ENV = "UPI_RISK_ADOPTION_START"
-# A partition is an India calendar day. Today's partition is open (end_offset=1) so the
-# dashboards can show the day so far; earlier days are rebuilt when late rows arrive.
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=os.environ.get(ADOPTION_START_ENV, "2024-01-01"),
-    timezone="Asia/Kolkata",
-    end_offset=1,
-)
-
-
-def _lookback(days: int) -> dg.TimeWindowPartitionMapping:
-    return dg.TimeWindowPartitionMapping(start_offset=-days)
-
-
-_PAYER_DAYS = dg.AssetKey("payer_days")
-# What each mart reads, beyond its own partition: rolling windows read earlier days.
-_DEPS: dict[str, list] = {
-    "daily_users": [accounts, _PAYER_DAYS],
-    "activation_funnel": [transfers, accounts],
-    "payer_days": [transfers, transfer_scores],
-    "daily_active": [dg.AssetDep(_PAYER_DAYS, partition_mapping=_lookback(29))],
-    "daily_volume": [transfers],
-    "ticket_sizes": [transfers],
-    "ticket_quantiles": [transfers],
-    "daily_outcomes": [transfers],
-    "weekly_retention": [dg.AssetDep(_PAYER_DAYS, partition_mapping=_lookback(6))],
-    "daily_friction": [transfers, transfer_scores],
-    "friction_retention": [dg.AssetDep(_PAYER_DAYS, partition_mapping=_lookback(13))],
+# The asset that writes each table a mart reads; the marts write their own. Account events are
+# waited for through `accounts`, the current state built from them.
+_WRITTEN_BY = {
+    marts.LEDGER_TRANSFERS: transfers.key,
+    marts.ACCOUNT_EVENTS: accounts.key,
+    DECISIONS_TABLE: transfer_scores.key,
 }
 
 
-def partition_days(context: dg.AssetExecutionContext) -> marts.DayRange:
-    """The IST days of the partitions this run materializes (one, or a backfilled range)."""
-    window = context.partition_time_window
-    return marts.DayRange(window.start.date(), (window.end - dt.timedelta(days=1)).date())
+def _upstream(table: str) -> dg.AssetKey:
+    if table in _WRITTEN_BY:
+        return _WRITTEN_BY[table]
+    schema, name = table.split(".")
+    if schema != marts.SCHEMA or name not in marts.MARTS:
+        raise KeyError(f"no asset writes {table!r}, which an adoption mart reads")
+    return dg.AssetKey(name)
 
 
 def _mart_asset(name: str) -> dg.AssetsDefinition:
     mart = marts.MARTS[name]
 
+    # A mart reads its upstream marts one partition to one: dynamic partitions have no offset
+    # mapping, so a rolling window's earlier days (lookback_days) are read from the table.
     @dg.asset(
         name=name,
         group_name=GROUP,
-        partitions_def=daily_partitions,
+        partitions_def=ledger_day_partitions,
         # A backfill of many days is one run and one query per mart, not one run per day.
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
-        deps=_DEPS[name],
+        deps=[_upstream(table) for table in mart.reads],
         description=mart.description or f"Adoption mart `{marts.SCHEMA}.{name}`.",
+        metadata={"table": f"{marts.SCHEMA}.{name}", "lookback_days": mart.lookback_days},
     )
     def _mart(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, adoption: AdoptionResource

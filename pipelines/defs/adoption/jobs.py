@@ -4,9 +4,10 @@ import datetime as dt
 
 import dagster as dg
 
-from pipelines.defs.adoption.assets import adoption_dashboards, daily_partitions, mart_assets
+from pipelines.defs.adoption.assets import adoption_dashboards, mart_assets
+from pipelines.defs.adoption.partitions import partition_range_tags, registered_days
 from pipelines.defs.ledger.assets import transfers
-from pipelines.india_time import ist_day
+from pipelines.india_time import IST_TIME_ZONE
 
 adoption_marts = dg.define_asset_job(
     name="adoption_marts",
@@ -21,24 +22,15 @@ adoption_reports = dg.define_asset_job(
 )
 
 
-def partition_range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
-    """Run tags that make one run materialize every daily partition from `first` to `last`,
-    clipped to the partitions that exist (from the start date to today in India)."""
-    first = max(first, daily_partitions.start.date())
-    last = min(last, ist_day(dt.datetime.now(dt.UTC)))
-    return {
-        "dagster/asset_partition_range_start": first.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat(),
-    }
-
-
-@dg.schedule(job=adoption_marts, cron_schedule="30 2 * * *", execution_timezone="Asia/Kolkata")
-def adoption_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+@dg.schedule(job=adoption_marts, cron_schedule="30 2 * * *", execution_timezone=IST_TIME_ZONE)
+def adoption_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     """Close yesterday (its late rows have arrived) and open today, after the nightly ingest."""
     today = context.scheduled_execution_time.date()
-    yesterday = today - dt.timedelta(days=1)
+    days = registered_days(context.instance, today - dt.timedelta(days=1), today)
+    if days is None:
+        return dg.SkipReason(f"the ledger holds no transfer of {today} or the day before (IST)")
     return dg.RunRequest(
-        run_key=f"adoption-{today.isoformat()}", tags=partition_range_tags(yesterday, today)
+        run_key=f"adoption-{today.isoformat()}", tags=partition_range_tags(days.first, days.last)
     )
 
 
@@ -46,7 +38,7 @@ adoption_dashboards_daily = dg.ScheduleDefinition(
     name="adoption_dashboards_daily",
     job=adoption_reports,
     cron_schedule="0 3 * * *",
-    execution_timezone="Asia/Kolkata",
+    execution_timezone=IST_TIME_ZONE,
 )
 
 
@@ -57,12 +49,16 @@ def adoption_on_ledger_change(
     """Rebuild the days whose transfers an ingest changed (late rows make old days stale)."""
     materialization = asset_event.asset_materialization
     span = materialization.metadata.get("changed_days") if materialization else None
-    days = getattr(span, "value", span) or ""
-    if not days:
+    changed = getattr(span, "value", span) or ""
+    if not changed:
         return dg.SkipReason("the ledger refresh changed no transfers")
-    first, last = (dt.date.fromisoformat(d) for d in days.split("/"))
+    first, last = (dt.date.fromisoformat(d) for d in changed.split("/"))
+    days = registered_days(context.instance, first, last)
+    if days is None:
+        return dg.SkipReason(f"the changed days {changed} are not partitions of the ledger's days")
     return dg.RunRequest(
-        run_key=f"adoption-ledger-{asset_event.run_id}", tags=partition_range_tags(first, last)
+        run_key=f"adoption-ledger-{asset_event.run_id}",
+        tags=partition_range_tags(days.first, days.last),
     )
 
 

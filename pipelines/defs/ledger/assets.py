@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from pipelines.defs.adoption.partitions import register_ledger_days
 from pipelines.defs.metadata import markdown_table
 from pipelines.defs.resources import WAREHOUSE_POOL, LedgerSourceResource, WarehouseResource
 from pipelines.india_time import changed_days
@@ -119,10 +120,14 @@ def labels(
 
 
 @dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=[transfer_events])
-def transfers(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """One row per transfer: its latest state."""
+def transfers(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """One row per transfer: its latest state. The India days it covers become the adoption
+    marts' partitions (before any run asks for them)."""
     with warehouse.connect() as con:
         result = refresh_transfers(con)
+        register_ledger_days(context.instance, con)
         by_status = con.sql(
             "SELECT status, count(*) AS transfers FROM ledger.transfers GROUP BY 1 ORDER BY 2 DESC"
         ).pl()
