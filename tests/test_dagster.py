@@ -112,7 +112,11 @@ def test_the_lineage_the_design_relies_on(definitions):
     }
     assert {"transfer_features", "live_model"} <= parents["transfer_scores"]
     assert parents["live_model"] == {"risk_model"}
-    assert graph.get(dg.AssetCheckKey(dg.AssetKey("risk_model"), "risk_model_beats_live")).blocking
+    gate = dg.AssetCheckKey(dg.AssetKey("risk_model"), "risk_model_beats_live")
+    assert graph.get(gate).blocking
+    # A check only checks: the gate is given no resource of ours, so it cannot write the registry.
+    (check_def,) = [c for c in definitions.asset_checks if gate in c.check_keys]
+    assert check_def.required_resource_keys <= {"io_manager"}
 
 
 def _materialize(definitions: dg.Definitions, data_dir: DataDir) -> dg.ExecuteInProcessResult:
