@@ -1,23 +1,33 @@
-"""Point-in-time features on ~10M transfers: the engine against plain DuckDB SQL window frames.
+"""Point-in-time features on ~10M transfers: the engine against idiomatic Polars and DuckDB SQL.
 
     .venv/bin/python benchmarks/bench_features.py                      # 10M transfers
     .venv/bin/python benchmarks/bench_features.py --users 20000        # a quick look
-    .venv/bin/python benchmarks/bench_features.py --transfers-scale 0.2 --baseline-runs 1
+    .venv/bin/python benchmarks/bench_features.py --users 650000 --transfers-scale 0.4  # ~2M
+    .venv/bin/python benchmarks/bench_features.py --engine-code /tmp/before   # before/after
 
 Builds once, in --workdir, a warehouse from simulated landing data (1.3M users x 30 days gives
-~10M transfers; the landing data is shared with bench_ingest.py). Then, each in its own child
-process so that its peak RSS is its own:
-  (a) engine: `load_inputs` + `compute_features` on every transfer, --runs times;
-  (b) baseline: the same features as one DuckDB query with RANGE window frames and ASOF joins
-      (`pipelines.features.reference_sql`), --baseline-runs times (slow).
-Both write the features of a fixed random sample of transfers; the benchmark checks that they
-agree on every feature. Reports medians, the ratio and peak memory as a table and a JSON line.
-Target (issue): the engine in 15 s or less for 10M transfers, 10x or more faster than (b).
+~10M transfers; the landing data is shared with bench_ingest.py). Then, each run in its own
+child process so that its peak RSS is its own, the sides in turns so that a noisy spell on the
+shared machine hits each alike:
+  engine: `load_inputs` + `compute_features` on every transfer, --runs times;
+  Polars: the same `load_inputs`, then the features as Polars rolling windows and as-of joins
+      (`pipelines.features.reference_polars`), --polars-runs times;
+  SQL: the features as one DuckDB query with RANGE window frames and ASOF joins
+      (`pipelines.features.reference_sql`), --sql-runs times (slow);
+  other engine: with --engine-code DIR, the engine of another checkout, --runs times.
+Children start with the environment a feature job should have (`JOB_ENVIRONMENT`, see
+pipelines/features/engine/memory.py), or with this one's as it is with --bare-env.
+Each writes the features of a fixed random sample of transfers; the benchmark checks that
+every side agrees with the engine on every feature. Reports medians of the compute seconds
+(inputs loaded), their ratios to the engine's, CPU seconds and peak memory, as a table and a
+JSON line. Target (issue): the engine in 15 s or less for 10M transfers, 10x or more faster
+than the SQL.
 """
 
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -27,7 +37,8 @@ from pathlib import Path
 
 from bench_ingest import ensure_landing  # the landing data both benchmarks share
 
-_ENGINE = """
+# argv: warehouse, cutoff ("" for all), sample parquet, output parquet, "engine" or "polars".
+_IN_MEMORY = """
 import json, resource, sys, time
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +46,8 @@ import polars as pl
 from pipelines.features.engine import compute_features, load_inputs
 from pipelines.warehouse import connect
 db, cutoff, sample, out_path = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+if sys.argv[5] == "polars":
+    from pipelines.features.reference_polars import compute_features_polars as compute_features
 con = connect(db, read_only=True)
 started = time.perf_counter()
 until = datetime.fromisoformat(cutoff) if cutoff else None
@@ -52,7 +65,7 @@ print(json.dumps({"load_seconds": loaded - started, "seconds": done - loaded,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
-_BASELINE = """
+_SQL = """
 import json, resource, sys, time
 from pathlib import Path
 import polars as pl
@@ -136,12 +149,25 @@ def write_sample(db: Path, path: Path, size: int) -> None:
         con.close()
 
 
-def run_child(code: str, db: Path, cutoff: str, sample: Path, out: Path) -> dict:
+def run_child(
+    code: str,
+    db: Path,
+    cutoff: str,
+    sample: Path,
+    out: Path,
+    args: list[str],
+    env: dict,
+    code_dir: Path | None,
+) -> dict:
+    """Run `code` in a child process with `env`, in `code_dir` when it imports another
+    checkout (python -c puts its working directory first on the path)."""
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", code, str(db), cutoff, str(sample), str(out)],
+        [sys.executable, "-c", code, str(db), cutoff, str(sample), str(out), *args],
         capture_output=True,
         text=True,
+        env=env,
+        cwd=code_dir,
     )
     if done.returncode != 0:
         raise RuntimeError(f"child failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -150,16 +176,16 @@ def run_child(code: str, db: Path, cutoff: str, sample: Path, out: Path) -> dict
     return result
 
 
-def compare(engine: Path, baseline: Path, rel: float = 1e-6) -> dict:
+def compare(engine: Path, other: Path, rel: float = 1e-6) -> dict:
     """Feature by feature: how many sampled transfers differ beyond `rel` (nulls must match)."""
     import polars as pl
 
     from pipelines.features.definitions import FEATURE_NAMES
 
     a = pl.read_parquet(engine).sort("transfer_id")
-    b = pl.read_parquet(baseline).sort("transfer_id")
+    b = pl.read_parquet(other).sort("transfer_id")
     if not a["transfer_id"].equals(b["transfer_id"]):
-        raise AssertionError("the engine and the baseline returned different sampled transfers")
+        raise AssertionError(f"the engine and {other.stem} returned different sampled transfers")
     differ = {}
     for name in FEATURE_NAMES:
         bad = 0
@@ -171,6 +197,33 @@ def compare(engine: Path, baseline: Path, rel: float = 1e-6) -> dict:
         if bad:
             differ[name] = bad
     return {"sampled": a.height, "features": len(FEATURE_NAMES), "differing": differ}
+
+
+def job_environment() -> dict[str, str]:
+    from pipelines.features.engine import JOB_ENVIRONMENT
+
+    return JOB_ENVIRONMENT
+
+
+def _environment(code_dir: Path | None, bare: bool) -> dict:
+    """A child's environment: this one's plus the feature job's settings (os.environ is only
+    read), and the other checkout first on the path for --engine-code."""
+    env = dict(os.environ) | ({} if bare else job_environment())
+    if code_dir is not None:
+        env["PYTHONPATH"] = str(code_dir)
+    return env
+
+
+def _summary(runs: list[dict]) -> dict:
+    return {
+        "runs": len(runs),
+        "median_seconds": round(statistics.median(r["seconds"] for r in runs), 2),
+        "seconds": [round(r["seconds"], 2) for r in runs],
+        "median_cpu_seconds": round(
+            statistics.median(r["cpu_user"] + r["cpu_sys"] for r in runs), 1
+        ),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs)),
+    }
 
 
 def main() -> None:
@@ -187,8 +240,17 @@ def main() -> None:
         help="use the transfers of the first fraction of the period (0-1]",
     )
     parser.add_argument("--runs", type=int, default=3, help="engine runs")
-    parser.add_argument("--baseline-runs", type=int, default=1, help="SQL runs (0 to skip)")
+    parser.add_argument("--polars-runs", type=int, default=3, help="Polars runs (0 to skip)")
+    parser.add_argument(
+        "--sql-runs", "--baseline-runs", type=int, default=3, help="SQL runs (0 to skip)"
+    )
     parser.add_argument("--sample", type=int, default=20_000, help="transfers compared")
+    parser.add_argument(
+        "--engine-code",
+        type=Path,
+        help="another checkout of the project whose engine runs beside this one",
+    )
+    parser.add_argument("--bare-env", action="store_true", help="children without JOB_ENVIRONMENT")
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "upi-risk-bench"
     )
@@ -196,66 +258,78 @@ def main() -> None:
 
     db, info = ensure_warehouse(args.workdir, args.users, args.days, args.seed)
     cutoff = cutoff_for(db, args.transfers_scale)
+    # name, child code, its arguments, runs wanted, checkout (None: this one)
+    sides = [
+        ("engine", _IN_MEMORY, ["engine"], args.runs, None),
+        ("Polars", _IN_MEMORY, ["polars"], args.polars_runs, None),
+        ("SQL", _SQL, [], args.sql_runs, None),
+    ]
+    if args.engine_code:
+        other = args.engine_code.resolve()
+        sides.append(("other engine", _IN_MEMORY, ["engine"], args.runs, other))
+    runs: dict[str, list[dict]] = {name: [] for name, *_ in sides}
     with tempfile.TemporaryDirectory(prefix="upi-risk-features-") as tmp:
         tmp = Path(tmp)
         sample = tmp / "sample.parquet"
         write_sample(db, sample, args.sample)
-        engine_runs, baseline_runs = [], []
-        for i in range(args.runs):
-            run = run_child(_ENGINE, db, cutoff, sample, tmp / "engine.parquet")
-            engine_runs.append(run)
-            print(
-                f"engine run {i + 1}: {run['seconds']:.2f} s compute "
-                f"(cpu {run['cpu_user']:.1f} user + {run['cpu_sys']:.1f} sys), "
-                f"{run['load_seconds']:.2f} s load, peak {run['peak_rss_mb']:,.0f} MB",
-                file=sys.stderr,
-            )
-        for i in range(args.baseline_runs):
-            run = run_child(_BASELINE, db, cutoff, sample, tmp / "baseline.parquet")
-            baseline_runs.append(run)
-            print(
-                f"SQL baseline run {i + 1}: {run['seconds']:.2f} s "
-                f"(cpu {run['cpu_user']:.1f} user + {run['cpu_sys']:.1f} sys), "
-                f"peak {run['peak_rss_mb']:,.0f} MB",
-                file=sys.stderr,
-            )
-        agreement = (
-            compare(tmp / "engine.parquet", tmp / "baseline.parquet") if baseline_runs else None
-        )
+        outputs = {name: tmp / f"{name.replace(' ', '_')}.parquet" for name in runs}
+        for i in range(max(wanted for *_, wanted, _ in sides)):
+            turn = sides[i % len(sides) :] + sides[: i % len(sides)]
+            for name, code, child_args, wanted, code_dir in turn:
+                if i >= wanted:
+                    continue
+                env = _environment(code_dir, args.bare_env)
+                out = outputs[name]
+                run = run_child(code, db, cutoff, sample, out, child_args, env, code_dir)
+                runs[name].append(run)
+                load = f", {run['load_seconds']:.2f} s load" if "load_seconds" in run else ""
+                print(
+                    f"{name} run {i + 1}: {run['seconds']:.2f} s compute "
+                    f"(cpu {run['cpu_user']:.1f} user + {run['cpu_sys']:.1f} sys){load}, "
+                    f"peak {run['peak_rss_mb']:,.0f} MB",
+                    file=sys.stderr,
+                )
+        agreement = {
+            name: compare(outputs["engine"], outputs[name])
+            for name, done in runs.items()
+            if done and name != "engine"
+        }
 
-    engine_s = statistics.median(r["seconds"] for r in engine_runs)
-    load_s = statistics.median(r["load_seconds"] for r in engine_runs)
-    sql_s = statistics.median(r["seconds"] for r in baseline_runs) if baseline_runs else None
+    engine = runs["engine"]
+    engine_s = statistics.median(r["seconds"] for r in engine)
+    load_s = statistics.median(r["load_seconds"] for r in engine)
+    sides_out = {name: _summary(done) for name, done in runs.items() if done}
+    engine_cpu = sides_out["engine"]["median_cpu_seconds"]
+    for summary in sides_out.values():
+        summary["ratio_to_engine"] = round(summary["median_seconds"] / engine_s, 1)
+        summary["cpu_ratio_to_engine"] = round(summary["median_cpu_seconds"] / engine_cpu, 1)
+    if runs["SQL"]:  # the SQL reads the warehouse itself: against the engine with its load
+        sides_out["SQL"]["ratio_to_engine_with_load"] = round(
+            sides_out["SQL"]["median_seconds"] / (engine_s + load_s), 1
+        )
     result = {
         "benchmark": "features_point_in_time",
-        "transfers": engine_runs[0]["rows"],
+        "transfers": engine[0]["rows"],
         "warehouse": info,
-        "engine_runs": len(engine_runs),
-        "engine_median_seconds": round(engine_s, 2),
-        "engine_seconds": [round(r["seconds"], 2) for r in engine_runs],
-        "engine_cpu_seconds": [round(r["cpu_user"] + r["cpu_sys"], 1) for r in engine_runs],
+        "child_environment": {} if args.bare_env else job_environment(),
         "engine_load_median_seconds": round(load_s, 2),
-        "engine_peak_rss_mb": round(max(r["peak_rss_mb"] for r in engine_runs)),
-        "baseline_runs": len(baseline_runs),
-        "baseline_median_seconds": None if sql_s is None else round(sql_s, 2),
-        "baseline_peak_rss_mb": (
-            round(max(r["peak_rss_mb"] for r in baseline_runs)) if baseline_runs else None
-        ),
-        "ratio": None if sql_s is None else round(sql_s / engine_s, 1),
-        "ratio_with_load": None if sql_s is None else round(sql_s / (engine_s + load_s), 1),
+        "sides": sides_out,
         "agreement": agreement,
         "target": "engine 15 s or less on 10M transfers; 10x or more faster than the SQL",
     }
-    print(f"{'':24} {'median s':>9} {'peak MB':>9}")
-    print(f"{'engine compute':24} {engine_s:>9.2f} {result['engine_peak_rss_mb']:>9,}")
-    print(f"{'engine load (DuckDB)':24} {load_s:>9.2f}")
-    if sql_s is not None:
-        print(f"{'SQL window frames':24} {sql_s:>9.2f} {result['baseline_peak_rss_mb']:>9,}")
-        print(f"ratio {result['ratio']}x (with load {result['ratio_with_load']}x)")
+    print(f"{'':22} {'median s':>9} {'x engine':>9} {'cpu s':>7} {'x engine':>9} {'peak MB':>8}")
+    for name, s in sides_out.items():
         print(
-            f"agreement on {agreement['sampled']:,} sampled transfers: "
-            f"{'all features equal' if not agreement['differing'] else agreement['differing']}"
+            f"{name:22} {s['median_seconds']:>9.2f} {s['ratio_to_engine']:>9.1f} "
+            f"{s['median_cpu_seconds']:>7.1f} {s['cpu_ratio_to_engine']:>9.1f} "
+            f"{s['peak_rss_mb']:>8,}"
         )
+    print(f"{'engine load (DuckDB)':22} {load_s:>9.2f}")
+    if runs["SQL"]:
+        print(f"SQL vs engine with its load: {sides_out['SQL']['ratio_to_engine_with_load']}x")
+    for name, check in agreement.items():
+        verdict = "all features equal" if not check["differing"] else check["differing"]
+        print(f"{name} on {check['sampled']:,} sampled transfers: {verdict}")
     print(json.dumps(result))
 
 

@@ -17,7 +17,16 @@ import pytest
 
 from pipelines.features import engine
 from pipelines.features.definitions import FEATURE_NAMES, FEATURES, GROUPS
-from pipelines.features.engine import compute_features, features_for_transfer, load_inputs
+from pipelines.features.engine import (
+    batch,
+    compute_features,
+    features_for_transfer,
+    inputs,
+    load_inputs,
+    sorted_keys,
+    windows,
+)
+from pipelines.india_time import IST
 from pipelines.ledger import contract as c
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -142,7 +151,7 @@ def random_ledger(seed: int, n: int = 240) -> tuple[pl.DataFrame, pl.DataFrame, 
 
 
 def _ist_hour(moment: dt.datetime) -> int:
-    return (moment + dt.timedelta(hours=5, minutes=30)).hour
+    return moment.astimezone(IST).hour
 
 
 def _ok(row: dict) -> bool:
@@ -316,15 +325,15 @@ def test_hash_collisions_and_key_blocks_do_not_change_results(
     """The rare paths: colliding first hashes (exact re-sort) and keys split into blocks."""
     transfers, events, labels = ledger
     normal = compute_features(transfers, events, labels)
-    real = engine._hash_exprs
+    real = inputs.hash_exprs
 
     def colliding(column: str) -> list[pl.Expr]:
         first, second = real(column)
         return [(first % 3).alias(f"{column}_0"), second]  # three buckets: collisions galore
 
-    monkeypatch.setattr(engine, "_hash_exprs", colliding)
-    monkeypatch.setattr(engine, "_BLOCK_LIMIT", 3 * 45 * engine.DAY)  # about two keys a block
-    assert engine._Clock.around(np.array([0, 40 * engine.DAY])).per <= 3
+    monkeypatch.setattr(inputs, "hash_exprs", colliding)
+    monkeypatch.setattr(sorted_keys, "_BLOCK_LIMIT", 3 * 45 * engine.DAY)  # two keys a block
+    assert sorted_keys.Clock.around(np.array([0, 40 * engine.DAY])).per <= 3
     odd = compute_features(transfers, events, labels)
     assert odd.equals(normal)
 
@@ -338,14 +347,14 @@ def test_the_big_batch_path_gives_the_same_features(
     transfers, events, labels = ledger
     normal = compute_features(transfers, events, labels)
     mapped = []
-    real = engine._populated_block
+    real = batch.populated_block
 
-    def spy(n: int) -> np.ndarray:
-        mapped.append(block := real(n))
+    def spy(rows: int, n: int) -> np.ndarray:
+        mapped.append(block := real(rows, n))
         return block
 
-    monkeypatch.setattr(engine, "_BIG_BATCH", 1)
-    monkeypatch.setattr(engine, "_populated_block", spy)
+    monkeypatch.setattr(batch, "BIG_BATCH", 1)
+    monkeypatch.setattr(batch, "populated_block", spy)
     big = compute_features(transfers, events, labels)
     assert [b.shape for b in mapped] == [(len(FEATURE_NAMES), transfers.height)]
     assert big.equals(normal)
@@ -353,7 +362,7 @@ def test_the_big_batch_path_gives_the_same_features(
 
 def test_window_sums_slide_exactly_as_prefix_differences() -> None:
     """The sliding-window kernel equals differences of prefix sums, wrapping int64 included."""
-    from pipelines.features import _kernels
+    from pipelines.features.engine import _kernels
 
     rng = np.random.default_rng(3)
     n = 20_000
@@ -376,7 +385,7 @@ def test_window_sums_slide_exactly_as_prefix_differences() -> None:
 def test_rolling_median_kernel_equals_polars() -> None:
     """The big-batch median (a sorted buffer per key) equals Polars' rolling median, with
     ties in time, gaps wider than the window, NaN values and keys with none."""
-    from pipelines.features import _kernels
+    from pipelines.features.engine import _kernels
 
     rng = np.random.default_rng(5)
     n = 20_000
@@ -388,8 +397,8 @@ def test_rolling_median_kernel_equals_polars() -> None:
     values[rng.random(n) < 0.2] = np.nan
     values[key % 7 == 0] = np.nan  # keys with nothing to take a median of
     window = 30 * engine.HOUR
-    clock = engine._Clock.around(np.sort(time))
-    want = engine._rolling_median_prior(clock, key, time, values, window)
+    clock = sorted_keys.Clock.around(np.sort(time))
+    want = windows.rolling_median_prior(clock, key, time, values, window)
     first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     got = np.empty(n)
     _kernels.rolling_median_prior(np.append(first, n), time, values, window, got)
@@ -407,12 +416,12 @@ def test_an_error_on_the_payee_side_reaches_the_caller(
     or vanish (small batches run it inline)."""
     transfers, events, labels = ledger
     if big:
-        monkeypatch.setattr(engine, "_BIG_BATCH", 1)
+        monkeypatch.setattr(batch, "BIG_BATCH", 1)
 
     def broken(*args: object) -> None:
         raise RuntimeError("payee side failed")
 
-    monkeypatch.setattr(engine, "_payee_features", broken)
+    monkeypatch.setattr(batch, "payee_features", broken)
     with pytest.raises(RuntimeError, match="payee side failed"):
         compute_features(transfers, events, labels)
 
@@ -428,7 +437,7 @@ def test_an_account_event_without_a_time_is_ignored_on_both_paths(
     with_gap = pl.concat([events, timeless.select(events.columns)])
     normal = compute_features(transfers, with_gap, labels)
     assert normal.equals(compute_features(transfers, events, labels))
-    monkeypatch.setattr(engine, "_BIG_BATCH", 1)
+    monkeypatch.setattr(batch, "BIG_BATCH", 1)
     assert compute_features(transfers, with_gap, labels).equals(normal)
 
 
@@ -658,6 +667,7 @@ def test_missing_columns_are_named(ledger: tuple[pl.DataFrame, pl.DataFrame, pl.
 
 
 def test_load_inputs_reads_the_warehouse(tmp_path, ledger) -> None:
+    from pipelines.ledger import contract as c
     from pipelines.ledger.current import refresh_transfers
     from pipelines.ledger.ingest import ingest_landing
     from pipelines.warehouse import warehouse
@@ -694,3 +704,31 @@ def test_load_inputs_reads_the_warehouse(tmp_path, ledger) -> None:
     assert from_warehouse.equals(compute_features(transfers, events, labels).sort("transfer_id"))
     assert recent.height == transfers.filter(pl.col("created_at") >= since).height
     assert set(recent_labels["transfer_id"]) <= set(recent["transfer_id"])
+
+
+def test_the_feature_job_process_starts_with_the_engines_memory_settings(tmp_path):
+    """Memory settings that must be in place when a process starts are given to the process
+    that computes features, not written into this one's environment."""
+    import os
+
+    from pipelines.features.engine import JOB_ENVIRONMENT
+    from pipelines.features.table import refresh_feature_table_in_job_process
+    from pipelines.ledger import contract as c
+    from pipelines.ledger.current import refresh_transfers
+    from pipelines.ledger.ingest import ingest_landing
+    from pipelines.warehouse import warehouse
+    from tests.factories import land_parquet, transfer
+
+    before = dict(os.environ)
+    land_parquet(
+        tmp_path / "landing", c.TRANSFERS, "d1.parquet", [transfer(i) for i in range(1, 6)]
+    )
+    with warehouse(tmp_path / "w.duckdb") as con:
+        ingest_landing(con, tmp_path / "landing")
+        refresh_transfers(con)
+    result = refresh_feature_table_in_job_process(tmp_path / "w.duckdb")
+    assert (result["computed"], result["rows"]) == (5, 5)
+    assert result["environment"] == JOB_ENVIRONMENT
+    assert dict(os.environ) == before
+    again = refresh_feature_table_in_job_process(tmp_path / "w.duckdb")
+    assert (again["computed"], again["rows"]) == (0, 5)

@@ -36,7 +36,7 @@ def explain(chain: list[tuple[str, str]], settings: Settings) -> str | None:
     paths = settings.paths
     if "No space left on device" in messages or f"[Errno {errno.ENOSPC}]" in messages:
         return f"the disk holding {paths.root} is full: free some space, then run again"
-    if "IOException" in classes and "lock" in messages.lower():
+    if ("IOException" in classes or "IOException" in messages) and "lock" in messages.lower():
         return (
             f"the warehouse {paths.warehouse} is in use by another process (a notebook or "
             "another program holds it open for writing): close it, then run again"

@@ -14,6 +14,7 @@ import duckdb
 import polars as pl
 
 from pipelines.features.definitions import FEATURE_NAMES
+from pipelines.india_time import IST_OFFSET_US
 
 _BEFORE = "INTERVAL 1 MICROSECOND PRECEDING"  # strictly before t: no ties, not the row itself
 
@@ -67,7 +68,8 @@ WITH t AS (
            payer_device_id, status, response_code,
            status IN ('SUCCESS', 'REVERSED') AS ok,
            status = 'FAILED' AS failed,
-           CAST(((epoch_us(created_at) + 19800000000) // 3600000000) % 24 AS INTEGER) AS hour_ist
+           CAST(((epoch_us(created_at) + {IST_OFFSET_US}) // 3600000000) % 24 AS INTEGER)
+               AS hour_ist
     FROM {{transfers}}
 ),
 marked AS (

@@ -7,12 +7,18 @@ feature is point in time, so later rows and labels could not change them anyway)
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import duckdb
 import polars as pl
 
 from pipelines.features.definitions import FEATURE_NAMES
-from pipelines.features.engine import compute_features, load_inputs
-from pipelines.warehouse import scalar, table_exists
+from pipelines.features.engine import JOB_ENVIRONMENT, compute_features, load_inputs
+from pipelines.warehouse import scalar, table_exists, warehouse
 
 FEATURE_TABLE = "features.transfer_features"
 
@@ -52,6 +58,26 @@ def refresh_feature_table(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     }
 
 
+def refresh_feature_table_in_job_process(warehouse_path: Path) -> dict[str, int]:
+    """`refresh_feature_table` in a process of its own, started with the engine's
+    `JOB_ENVIRONMENT` (memory settings that must be in place when the process starts: see
+    `features/engine/memory.py`); the caller must not hold the warehouse open. Returns what
+    `refresh_feature_table` returned, and the environment settings the process ran with."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.features.table", str(warehouse_path)],
+        env={**os.environ, **JOB_ENVIRONMENT},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        # The child's own last line says what failed (e.g. duckdb.IOException: ... lock ...).
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        cause = lines[-1] if lines else f"exit status {done.returncode}"
+        raise RuntimeError(f"computing the features of {warehouse_path} failed: {cause}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def read_features(
     con: duckdb.DuckDBPyConnection, *, transfer_ids: pl.Series | None = None
 ) -> pl.DataFrame:
@@ -67,3 +93,15 @@ def read_features(
     if transfer_ids is not None:
         frame = frame.filter(pl.col("transfer_id").is_in(transfer_ids.implode()))
     return frame
+
+
+def main(argv: list[str]) -> None:
+    """`python -m pipelines.features.table WAREHOUSE`: refresh the table, print JSON."""
+    with warehouse(Path(argv[1])) as con:
+        result = refresh_feature_table(con)
+    result["environment"] = {name: os.environ.get(name) for name in JOB_ENVIRONMENT}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

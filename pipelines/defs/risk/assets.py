@@ -13,7 +13,11 @@ from pipelines.defs.ledger.assets import accounts, labels, rows_version, transfe
 from pipelines.defs.metadata import markdown_table
 from pipelines.defs.resources import WAREHOUSE_POOL, RiskResource, WarehouseResource
 from pipelines.features.definitions import FEATURES
-from pipelines.features.table import FEATURE_TABLE, read_features, refresh_feature_table
+from pipelines.features.table import (
+    FEATURE_TABLE,
+    read_features,
+    refresh_feature_table_in_job_process,
+)
 from pipelines.settings import Settings
 
 # Training, evaluation and scoring pull scikit-learn and SciPy: they are imported inside the
@@ -30,8 +34,8 @@ GROUP = "risk"
 )
 def transfer_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Point-in-time features of every transfer, computed once as of its arrival."""
-    with warehouse.connect() as con:
-        result = refresh_feature_table(con)
+    # In a process of its own, started with the engine's memory settings (features/engine).
+    result = refresh_feature_table_in_job_process(Path(warehouse.path))
     catalogue = pl.DataFrame(
         [(f.name, f.group, f.meaning) for f in FEATURES],
         schema=["feature", "group", "meaning"],

@@ -18,9 +18,10 @@ import numba
 import numpy as np
 from numba import boolean, float64, int64, void
 
+from pipelines.features.engine.inputs import HOUR
+
 _launch = threading.Lock()
 _POSITIONS = int64[::1]  # positions and row numbers (intp)
-_HOUR = 3_600_000_000  # microseconds, as engine.HOUR
 
 
 def _kernel(*signatures: object) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -95,7 +96,7 @@ def hours_since(
     e: the spans do not overlap. No expanded (position, event) arrays."""
     for e in numba.prange(start.size):
         for p in range(start[e], stop[e]):
-            out[perm[p]] = (time[p] - when[e]) / _HOUR
+            out[perm[p]] = (time[p] - when[e]) / HOUR
 
 
 @_kernel(void(_POSITIONS, int64[::1], float64[::1], int64, float64[::1]))
