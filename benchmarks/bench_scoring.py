@@ -7,13 +7,18 @@ Trains the default `GradientBoostingRiskModel` on synthetic transfers (`risk.syn
 scores `--rows` other synthetic transfers: the compiled forest + calibration (what the pipeline
 uses), the same model through sklearn's `HistGradientBoostingClassifier.predict_proba` (the
 baseline), end to end from a Polars frame, and one row at a time. Optionally LightGBM's own
-predict on a LightGBM model of the same size, for the record. Medians of `--repeat` runs; prints a
-table and one JSON line.
+predict on a LightGBM model of the same size, for the record.
+
+The batch paths run in `--repeat` rounds, each round every path once, in an order that rotates
+from round to round, so that a change in the machine's load falls on all of them alike. Prints
+each path's median seconds and its ratio to sklearn's median, the median of the per-round ratios
+of the compiled path, a closing `speedup vs sklearn predict_proba` line, and one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -29,13 +34,18 @@ from pipelines.risk.model import GradientBoostingRiskModel, feature_matrix, scor
 from pipelines.risk.synthetic import synthetic_risk_data
 
 
-def _median_seconds(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _interleaved_seconds(
+    paths: dict[str, Callable[[], Any]], rounds: int
+) -> dict[str, list[float]]:
+    """Seconds of each path in each of `rounds` rounds; the order rotates from round to round."""
+    names = list(paths)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            paths[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def _latency_us(fn: Callable[[int], Any], calls: int) -> tuple[float, float]:
@@ -54,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows scored (default 1M)")
     parser.add_argument("--features", type=int, default=40, help="feature columns (default 40)")
     parser.add_argument("--train-rows", type=int, default=200_000, help="training rows")
-    parser.add_argument("--repeat", type=int, default=5, help="runs of the fast paths (median)")
-    parser.add_argument("--baseline-repeat", type=int, default=3, help="runs of sklearn (median)")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of the batch paths (median)")
     parser.add_argument("--latency-calls", type=int, default=2_000, help="single-row calls")
     parser.add_argument("--threads", type=int, default=None, help="scoring threads (default: all)")
     parser.add_argument("--lightgbm", action="store_true", help="also time LightGBM's predict")
@@ -78,24 +87,26 @@ def main(argv: list[str] | None = None) -> int:
 
     model.risk_score(X[:1000])  # compile or load the kernel from numba's cache
     fast = model.risk_score(X)
-    reference = model.calibrator_(model.base_.decision_function(X))
+    reference = copy.deepcopy(model).set_params(fast_predict=False).risk_score(X)  # via sklearn
     max_diff = float(np.max(np.abs(fast - reference)))
 
-    rows: list[tuple[str, float]] = []
-    fast_s = _median_seconds(lambda: model.risk_score(X), args.repeat)
-    rows.append(("compiled forest + calibration (numpy, column-major)", fast_s))
-    fast_c_s = _median_seconds(lambda: model.risk_score(X_c), args.repeat)
-    rows.append(("compiled forest + calibration (numpy, row-major)", fast_c_s))
-    e2e_s = _median_seconds(lambda: score_transfers(model, frame, data.feature_names), args.repeat)
-    rows.append(("end to end from a Polars frame (to_numpy + score)", e2e_s))
-    sk_s = _median_seconds(lambda: model.base_.predict_proba(X), args.baseline_repeat)
-    rows.append(("sklearn HistGradientBoosting.predict_proba (baseline)", sk_s))
-
-    lgb_result: dict[str, Any] | None = None
-    if args.lightgbm:
-        lgb_result = _lightgbm(model, train, X, args)
-        if lgb_result is not None:
-            rows.append(("lightgbm Booster.predict, same size model", lgb_result["seconds"]))
+    compiled = "compiled forest + calibration (numpy, column-major)"
+    baseline = "sklearn HistGradientBoosting.predict_proba (baseline)"
+    paths = {
+        compiled: lambda: model.risk_score(X),
+        "compiled forest + calibration (numpy, row-major)": lambda: model.risk_score(X_c),
+        "end to end from a Polars frame (to_numpy + score)": lambda: score_transfers(
+            model, frame, data.feature_names
+        ),
+        baseline: lambda: model.base_.predict_proba(X),
+    }
+    lightgbm = "lightgbm Booster.predict, same size model"
+    if args.lightgbm and (predict := _lightgbm(model, train, X, args)) is not None:
+        paths[lightgbm] = predict
+    times = _interleaved_seconds(paths, args.repeat)
+    rows = [(name, statistics.median(seconds)) for name, seconds in times.items()]
+    fast_s, fast_c_s, e2e_s, sk_s = (seconds for _, seconds in rows[:4])
+    round_ratios = [sk / fast for sk, fast in zip(times[baseline], times[compiled], strict=True)]
 
     one_fast = _latency_us(lambda i: model.risk_score(X[i : i + 1]), args.latency_calls)
     rows_as_dicts = frame.select(data.feature_names).head(args.latency_calls).to_dicts()
@@ -112,15 +123,23 @@ def main(argv: list[str] | None = None) -> int:
         f"trees (max depth {int(model.forest_.depths.max())}), fitted in {fit_seconds:.1f} s; "
         f"{cpus} CPUs; numba={'yes' if numba_available() else 'no (numpy fallback)'}"
     )
-    print(f"{'path':58s} {'median s':>9s} {'transfers/s':>13s} {'vs sklearn':>10s}")
+    print(
+        f"{'path (median of ' + str(args.repeat) + ' rounds)':58s} {'seconds':>9s} "
+        f"{'transfers/s':>13s} {'vs sklearn':>10s}"
+    )
     for name, seconds in rows:
-        print(f"{name:58s} {seconds:9.3f} {n / seconds:13,.0f} {sk_s / seconds:9.1f}x")
+        print(f"{name:58s} {seconds:9.3f} {n / seconds:13,.0f} {sk_s / seconds:9.2f}x")
     print(
         f"single row: compiled median {one_fast[0]:.1f} us (p99 {one_fast[1]:.1f} us); "
         f"from a dict (risk_score_one) {one_dict[0]:.1f} us (p99 {one_dict[1]:.1f} us); "
         f"sklearn median {one_sk[0]:.1f} us (p99 {one_sk[1]:.1f} us)"
     )
     print(f"max |compiled - sklearn| risk_score over all rows: {max_diff:.3g}")
+    print(
+        f"speedup vs sklearn predict_proba: {sk_s / fast_s:.2f}x (medians: {n / fast_s:,.0f} vs "
+        f"{n / sk_s:,.0f} transfers/s; per-round ratios {', '.join(f'{r:.2f}' for r in round_ratios)}"
+        f", median {statistics.median(round_ratios):.2f}x)"
+    )
     result = {
         "benchmark": "risk_scoring",
         "rows": n,
@@ -135,12 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         "end_to_end_polars_rows_per_s": round(n / e2e_s),
         "sklearn_rows_per_s": round(n / sk_s),
         "speedup_vs_sklearn": round(sk_s / fast_s, 2),
+        "speedup_round_ratios": [round(r, 2) for r in round_ratios],
         "single_row_median_us": round(one_fast[0], 1),
         "single_row_p99_us": round(one_fast[1], 1),
         "single_row_from_dict_median_us": round(one_dict[0], 1),
         "sklearn_single_row_median_us": round(one_sk[0], 1),
         "max_abs_diff_vs_sklearn": max_diff,
-        "lightgbm_rows_per_s": None if lgb_result is None else round(n / lgb_result["seconds"]),
+        "lightgbm_rows_per_s": (
+            round(n / statistics.median(times[lightgbm])) if lightgbm in times else None
+        ),
         "python": platform.python_version(),
     }
     print(json.dumps(result))
@@ -149,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _lightgbm(
     model: GradientBoostingRiskModel, train: Any, X: np.ndarray, args: argparse.Namespace
-) -> dict[str, Any] | None:
-    """LightGBM with the same number of trees and leaves, timed with its own predict."""
+) -> Callable[[], Any] | None:
+    """LightGBM's own predict over X, with a model of the same number of trees and leaves."""
     try:
         import lightgbm as lgb
     except ImportError:
@@ -174,8 +196,7 @@ def _lightgbm(
     )
     threads = args.threads or 0
     booster.predict(X[:1000], num_threads=threads)
-    seconds = _median_seconds(lambda: booster.predict(X, num_threads=threads), args.baseline_repeat)
-    return {"seconds": seconds}
+    return lambda: booster.predict(X, num_threads=threads)
 
 
 if __name__ == "__main__":

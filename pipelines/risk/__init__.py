@@ -2,12 +2,17 @@
 
 - `labels`     fraud outcomes and training targets as known at a moment (late labels, maturity)
 - `model`      GradientBoostingRiskModel (+ compiled scoring) and the LogisticRiskModel baseline
-- `forest`     a fitted HistGradientBoosting ensemble compiled for fast batch and single-row scoring
-- `evaluation` prequential backtest with a delay gap; metrics (AP, precision@k, recall at hold rate)
+- `forest`     a fitted HistGradientBoosting ensemble compiled (through treelite's public API)
+               for single-row scoring in microseconds; batch scoring runs at sklearn's pace
+- `folds`      prequential folds with a delay gap; targets as known when training closes
+- `metrics`    metrics of a window (AP, precision@k, recall and cost at a hold rate)
+- `plots`      the precision-recall plot
+- `evaluation` the backtest over folds and models
+- `training`   train a candidate as fold 0 and compare it with the live model
 - `registry`   models/<version>/ with checksummed artifacts, model cards, live pointer, promotion
-- `policy`     the versioned policy: hard rules and thresholds to ALLOW / HOLD / BLOCK
 - `reasons`    the catalogue of stable reason codes
-- `loop`       train a candidate, gate its promotion, score, decide (used by Dagster and the CLI)
 - `backtest`   the backtest of any ledger-v1 directory (`upi-risk backtest`)
 - `synthetic`  synthetic feature frames with late labels, for tests and benchmarks
+
+Turning scores into decisions (the policy, the scoring pass) is `pipelines.decisions`'.
 """

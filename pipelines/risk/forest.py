@@ -1,12 +1,12 @@
-"""A fitted HistGradientBoosting ensemble compiled into flat arrays for fast batch and single-row scoring.
+"""A fitted HistGradientBoosting ensemble compiled into flat arrays for fast single-row scoring.
 
-scikit-learn's own predict walks every tree over every row in turn (the whole matrix streams
-through memory once per tree) and starts an OpenMP team per call: milliseconds for one row, and
-slower in batch than the walk here. Here the same trees are renumbered so that a left child always
-follows its parent, packed two float64 per node, and walked block by block of rows with a fixed
-number of steps per tree (leaves loop onto themselves), eight rows interleaved so the CPU overlaps
-their memory loads. The kernel is compiled with numba when it is installed; without numba the same
-arrays are walked with numpy. `benchmarks/bench_scoring.py` measures both against sklearn.
+scikit-learn's own predict starts an OpenMP team per call: milliseconds for one row. Here the same
+trees are renumbered so that a left child always follows its parent, packed two float64 per node,
+and walked block by block of rows with a fixed number of steps per tree (leaves loop onto
+themselves), eight rows interleaved. The kernel is compiled with numba when it is installed;
+without numba the same arrays are walked with numpy. On this project's 2-core machine one row takes
+~25 µs against sklearn's 1-3 ms, and a batch of 1M rows goes at sklearn's own rate, not faster
+(`benchmarks/bench_scoring.py` prints both).
 
 scikit-learn has no public view of a HistGradientBoosting model's trees, so they are read through
 treelite (`treelite.sklearn.import_model`, then its documented field accessors): treelite follows
