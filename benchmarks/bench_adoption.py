@@ -38,7 +38,7 @@ print(json.dumps({"seconds": time.perf_counter() - started, "days": len(days.day
 
 def generate(db: Path, per_day: int, days: int, users: int) -> dict:
     """A warehouse of `days` x `per_day` transfers, written once and reused."""
-    from pipelines.warehouse import warehouse
+    from pipelines.warehouse import DECISIONS_TABLE, warehouse
 
     n = per_day * days
     seconds_per_row = days * 86_400 / n
@@ -95,9 +95,9 @@ def generate(db: Path, per_day: int, days: int, users: int) -> dict:
                 []::VARCHAR[] AS reason_codes, created_at + INTERVAL 1 SECOND AS scored_at
             FROM (SELECT transfer_id, created_at, random() AS s FROM ledger.transfers)"""
         )
-        # The decision of record, as the risk loop writes it beside the scores.
+        # The decision of record, as the scoring pass writes it beside the scores.
         con.execute(
-            """CREATE OR REPLACE TABLE risk.transfer_decisions AS
+            f"""CREATE OR REPLACE TABLE {DECISIONS_TABLE} AS
             SELECT s.transfer_id, s.created_at, t.payer_vpa, t.payee_type, t.amount_paise,
                 s.decision, s.model_version, s.scored_at AS decided_at
             FROM risk.transfer_scores s JOIN ledger.transfers t USING (transfer_id)

@@ -133,7 +133,6 @@ VIEWS: tuple[AnalystView, ...] = (
 )
 
 
-
 def open_warehouse(data_dir: str | Path | None = None) -> Warehouse:
     """Open `<data-dir>/warehouse.duckdb` read-only with the tokenized views in place.
 
@@ -251,7 +250,7 @@ class Warehouse:
 
     def live_model(self) -> dict[str, Any] | None:
         """The live model and the policy it scores under (hold threshold), or None if none."""
-        # Imported here: the risk loop pulls in the model code, seconds of import time that
+        # Imported here: the policy pulls in the model registry, seconds of import time that
         # only the model notebook needs.
         from pipelines.decisions.policy import live_policy
         from pipelines.risk.registry import ModelRegistry

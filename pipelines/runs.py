@@ -156,7 +156,6 @@ class JobSummary:
     errors: list[StepError] = field(default_factory=list)
 
 
-
 class RunWaitInterrupted(KeyboardInterrupt):
     """A signal stopped `run_job` while it waited for another run: the job did not start."""
 

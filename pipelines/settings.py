@@ -138,6 +138,13 @@ class Settings(BaseSettings):
     def paths(self) -> DataDir:
         return DataDir(root=self.data_dir.expanduser().resolve())
 
+    @property
+    def operational_database_url(self) -> str:
+        """The outbox's database: the setting, else the SQLite file in the data directory."""
+        if self.operational_db_url is None:
+            return f"sqlite:///{self.paths.operational_db}"
+        return self.operational_db_url.get_secret_value()
+
     @classmethod
     def settings_customise_sources(
         cls,

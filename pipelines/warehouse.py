@@ -19,7 +19,7 @@ EVENT_TABLES = {
     "labels": "ledger.labels",
 }
 # The decision of record of each transfer: its first live (non-shadow) decision, the one the
-# transfer service acted on; written by the risk loop, read by the adoption marts.
+# transfer service acted on; written by the scoring pass (decisions.scoring), read by the adoption marts.
 DECISIONS_TABLE = "risk.transfer_decisions"
 LINEAGE_COLUMNS = {
     "_source": "VARCHAR NOT NULL",

@@ -12,7 +12,7 @@ from pipelines.adoption.marts import LEDGER_TRANSFERS, MARTS, SCHEMA, ledger_day
 from pipelines.cli.orchestration import run_adoption
 from pipelines.definitions import defs
 from pipelines.defs.adoption.jobs import adoption_daily, adoption_on_ledger_change
-from pipelines.defs.adoption.partitions import (
+from pipelines.defs.ledger.partitions import (
     ledger_day_partitions,
     partition_range_tags,
     register_ledger_days,

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.definitions import defs
 from pipelines.defs.ledger.jobs import ledger_arrivals
-from pipelines.defs.resources import LedgerSourceResource, default_resources
+from pipelines.defs.resources import default_resources
 from pipelines.ledger import contract as c
 from pipelines.settings import DataDir, Settings
 from pipelines.warehouse import warehouse
@@ -100,7 +100,9 @@ def test_dagster_graph_matches_its_reviewed_snapshot(definitions):
             "current",
         )
     )
-    assert not diff, f"the Dagster graph changed; review the diff, then update the snapshot:\n{diff}"
+    assert not diff, (
+        f"the Dagster graph changed; review the diff, then update the snapshot:\n{diff}"
+    )
 
 
 def test_the_lineage_the_design_relies_on(definitions):
@@ -201,14 +203,17 @@ def test_failing_blocking_check_stops_downstream(definitions, tmp_path):
 def test_sensor_requests_a_run_for_new_files_only(tmp_path):
     landing = tmp_path / "landing"
     land_parquet(landing, c.TRANSFERS, "a.parquet", [transfer(1)])
-    source = LedgerSourceResource(landing_dir=str(landing))
-    context = dg.build_sensor_context(resources={"ledger_source": source})
-    first = ledger_arrivals(context)
+    resources = default_resources(Settings(data_dir=tmp_path))
+    sources = {"ledger_source": resources["ledger_source"], "settings": resources["settings"]}
+
+    def arrivals(cursor: str | None = None):
+        with dg.build_sensor_context(cursor=cursor, resources=sources) as context:
+            return ledger_arrivals(context)
+
+    first = arrivals()
     assert len(first.run_requests) == 1
-    context = dg.build_sensor_context(cursor=first.cursor, resources={"ledger_source": source})
-    assert isinstance(ledger_arrivals(context), dg.SkipReason)
+    assert isinstance(arrivals(first.cursor), dg.SkipReason)
     land_parquet(landing, c.TRANSFERS, "b.parquet", [transfer(2)])
-    context = dg.build_sensor_context(cursor=first.cursor, resources={"ledger_source": source})
-    second = ledger_arrivals(context)
+    second = arrivals(first.cursor)
     assert len(second.run_requests) == 1
     assert second.run_requests[0].run_key != first.run_requests[0].run_key

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("sklearn", "scipy")
+FORBIDDEN = ("sklearn", "scipy", "great_expectations", "treelite", "numba")
 
 SCRIPT = """
 import json, sys

@@ -86,3 +86,62 @@ def test_only_the_wiring_imports_dagster():
         not in wiring
     }
     assert importers == set()
+
+
+# The one exception, documented in runs.py and docs/architecture.md: Dagster has no public API
+# to execute a run in process with a code-location origin (dagster-io/dagster#17707).
+PRIVATE_API_ALLOWED = {("pipelines/runs.py", "dagster._core")}
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.endswith("__")
+
+
+def _private_uses(path: Path, root: Path = PACKAGE) -> list[str]:
+    """Imports of another library's private modules or names, and `module._name` on a module
+    imported from another library (e.g. `np._set_madvise_hugepage`)."""
+    tree = ast.parse(path.read_text())
+    external: dict[str, str] = {}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] != "pipelines":
+                    external[alias.asname or alias.name.split(".")[0]] = alias.name
+                    if any(_private(p) for p in alias.name.split(".")):
+                        found.append((node.lineno, alias.name))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] == "pipelines":
+                continue
+            private_module = any(_private(p) for p in node.module.split("."))
+            names = [a.name for a in node.names if _private(a.name)]
+            if private_module or names:
+                found.append((node.lineno, node.module))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and _private(node.attr)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in external
+        ):
+            found.append((node.lineno, f"{external[node.value.id]}.{node.attr}"))
+    relative = str(path.relative_to(root.parent))
+    return [
+        f"{relative}:{line} {what}"
+        for line, what in found
+        if not any(relative == f and what.startswith(p) for f, p in PRIVATE_API_ALLOWED)
+    ]
+
+
+def test_product_code_uses_no_private_api_of_other_libraries(tmp_path):
+    assert [use for path in sorted(PACKAGE.rglob("*.py")) for use in _private_uses(path)] == []
+    # The scan finds what it looks for.
+    sample = tmp_path / "pipelines" / "m.py"
+    sample.parent.mkdir()
+    sample.write_text(
+        "import numpy as np\nfrom dagster._core.x import y\nnp._set_madvise_hugepage(False)\n"
+    )
+    assert _private_uses(sample, tmp_path / "pipelines") == [
+        "pipelines/m.py:2 dagster._core.x",
+        "pipelines/m.py:3 numpy._set_madvise_hugepage",
+    ]

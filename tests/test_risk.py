@@ -529,8 +529,17 @@ def test_metrics_match_a_hand_computation() -> None:
 def test_live_policy_holds_no_more_than_the_team_can_review(
     tmp_path: Any, fitted_small: LogisticRiskModel
 ) -> None:
-    """The policy's threshold is the hold-rate one, raised to the capacity one when higher."""
-    for version, capacity, want in (("v1", 0.6, 0.6), ("v2", 0.1, 0.3), ("v3", None, 0.3)):
+    """The policy's threshold is the hold-rate one, raised to the capacity one when higher; a
+    rate that holds nothing of the test window (no threshold, or one above every score) holds
+    only a certain score, never an arbitrary 0.5."""
+    cases = [
+        ("v1", 0.3, 0.6, 0.6),
+        ("v2", 0.3, 0.1, 0.3),
+        ("v3", 0.3, None, 0.3),
+        ("v4", None, None, 1.0),
+        ("v5", float(np.nextafter(1.0, 2.0)), 0.2, 1.0),
+    ]
+    for version, rate_threshold, capacity, want in cases:
         registry = ModelRegistry(tmp_path / version)  # one model: one registry per case
         registry.register(
             fitted_small,
@@ -540,7 +549,7 @@ def test_live_policy_holds_no_more_than_the_team_can_review(
             test_window=(T0 + dt.timedelta(days=1), T0 + dt.timedelta(days=8)),
             metrics={
                 "average_precision": 0.5,
-                "hold_threshold": 0.3,
+                "hold_threshold": rate_threshold,
                 "capacity_threshold": capacity,
             },
             version=version,

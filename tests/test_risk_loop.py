@@ -39,9 +39,7 @@ def test_train_gate_score_deliver_and_rerun(tmp_path, monkeypatch):
         data_dir.landing,
         data_dir.ground_truth,
     )
-    write_settings_file(
-        data_dir, {"test_days": 7, "delay_days": 3, "folds": 1, "maturity_days": 7}
-    )
+    write_settings_file(data_dir, {"test_days": 7, "delay_days": 3, "folds": 1, "maturity_days": 7})
     definitions = defs()
     _run.instance = dg.DagsterInstance.ephemeral()
     with ReferenceTransferService(host="127.0.0.1", port=0) as service:
@@ -61,7 +59,7 @@ def test_train_gate_score_deliver_and_rerun(tmp_path, monkeypatch):
         stale = get_stale_status_resolver(_run.instance, list(definitions.assets))
         for name in ("transfer_features", "risk_model", "live_model", "transfer_scores"):
             assert stale.get_status(dg.AssetKey(name)) == StaleStatus.FRESH, name
-        engine = operational_engine(resources["risk"].operational_db_url)
+        engine = operational_engine(settings.operational_database_url)
         counts = status_counts(engine)
         assert counts.get("DELIVERED", 0) > 0
         assert sum(counts.values()) == counts["DELIVERED"]

@@ -62,12 +62,28 @@ def test_the_dagster_resources_read_the_same_settings(clean_env, tmp_path):
     assert resources["warehouse"].path == str(settings.paths.warehouse)
 
 
-def test_a_secret_from_the_environment_is_passed_by_reference(clean_env, tmp_path):
-    clean_env.setenv("UPI_RISK_LEDGER_DSN", "postgresql://risk:pw@db/ledger")
-    source = default_resources(Settings(data_dir=tmp_path))["ledger_source"]
-    assert isinstance(source.postgres_dsn, dg.EnvVar)
-    given = default_resources(Settings(data_dir=tmp_path, ledger_dsn="postgresql://x@db/l"))
-    assert given["ledger_source"].postgres_dsn == "postgresql://x@db/l"
+def test_secrets_reach_the_steps_but_never_the_stored_run(clean_env, tmp_path):
+    """Dagster stores each run's job snapshot and resource config, and the UI shows them: the
+    secrets are read from the settings at run time instead, wherever they were set."""
+    from dagster._core.snap import JobSnap
+
+    from pipelines.definitions import build_defs
+
+    clean_env.setenv("UPI_RISK_TOKEN_KEY", "env-tok3n")
+    settings = Settings(
+        data_dir=tmp_path,
+        ledger_dsn="postgresql://risk:s3cret@db/ledger",
+        operational_db_url="postgresql://risk:0pdb@db/ops",
+    )
+    definitions = build_defs(settings)
+    for job in definitions.resolve_all_job_defs():
+        stored = dg.serialize_value(JobSnap.from_job_def(job))
+        for secret in ("s3cret", "0pdb", "env-tok3n"):
+            assert secret not in stored, (job.name, secret)
+    with dg.build_resources(default_resources(settings)) as built:
+        assert built.ledger_source.postgres.dsn == "postgresql://risk:s3cret@db/ledger"
+        assert built.risk.operational_db_url == "postgresql://risk:0pdb@db/ops"
+        assert built.adoption.token_key == b"env-tok3n"
 
 
 def test_settings_file_errors_name_the_file_and_the_key(clean_env, tmp_path):

@@ -117,8 +117,11 @@ def last_complete_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
     """The last IST day the ledger covers to its end: the day before the newest transfer's,
     unless that transfer closes its day. Today, still filling up, would read as a slump."""
     newest = con.sql(f"SELECT max(created_at) FROM {LEDGER_TRANSFERS}").fetchall()[0][0]
-    if newest is None:
-        return None
+    return None if newest is None else last_complete_day_before(newest)
+
+
+def last_complete_day_before(newest: dt.datetime) -> dt.date:
+    """The last IST day that data ending at the instant `newest` covers to its end."""
     return (newest + dt.timedelta(microseconds=1)).astimezone(IST).date() - dt.timedelta(days=1)
 
 

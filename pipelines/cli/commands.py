@@ -47,6 +47,12 @@ def data_dir_option(func):
 _SETTINGS_KEY = "upi_risk.settings"
 
 
+class _Refused(click.ClickException):
+    """A command refused before it ran (bad settings, no instance): one line, exit status 2."""
+
+    exit_code = 2
+
+
 def _settings(data_dir: Path | None, **options: Any) -> Settings:
     """The settings of the instance a command works on: its options (those given) first."""
     given = {name: value for name, value in options.items() if value is not None}
@@ -55,7 +61,7 @@ def _settings(data_dir: Path | None, **options: Any) -> Settings:
     try:
         settings = Settings(**given)
     except (ValidationError, ValueError) as exc:
-        raise click.UsageError(settings_error(exc)) from None
+        raise _Refused(settings_error(exc)) from None
     # For the group's handler of known failures, which names the instance's paths.
     click.get_current_context().meta[_SETTINGS_KEY] = settings
     return settings
@@ -67,7 +73,7 @@ def _instance(data_dir: Path | None, **options: Any) -> Settings:
     settings = _settings(data_dir, **options)
     paths = settings.paths
     if not paths.is_instance():
-        raise click.UsageError(
+        raise _Refused(
             f"{paths.root} is not an upi-risk instance (no landing/, warehouse.duckdb or "
             "dagster/ in it): check --data-dir, or make one with `upi-risk demo` or "
             f"`upi-risk simulate --data-dir {paths.root}`"
@@ -268,6 +274,8 @@ def adoption(since, until, data_dir, as_json):
         click.echo(json.dumps(result, indent=2, default=str))
     else:
         print_adoption(stdout_console(), result)
+        for line in one_line_failures(result, settings):
+            click.echo(f"error: {line}", err=True)
     sys.exit(0 if result["success"] else 1)
 
 
@@ -371,6 +379,6 @@ def backtest(
         return
     with pl_config():
         click.echo(result["table"])
+    click.echo(result["folds"])  # how many folds the means are over, and why any was skipped
     click.echo(f"metrics: {Path(result['out_dir']) / 'metrics.json'}")
     click.echo(f"scores:  {Path(result['out_dir']) / 'scores.parquet'}")
-

@@ -29,19 +29,29 @@ def settings_error(exc: ValidationError | ValueError) -> str:
     return str(exc).splitlines()[0]
 
 
-def explain(chain: list[tuple[str, str]], settings: Settings) -> str | None:
-    """The one line for a known failure, from its error chain (class name, message), or None."""
+# The steps that read the Postgres ledger; elsewhere a database error is the outbox's.
+LEDGER_STEPS = ("transfer_events", "account_events", "labels")
+
+
+def explain(chain: list[tuple[str, str]], settings: Settings, step: str = "") -> str | None:
+    """The one line for a known failure, from its error chain (class name, message) and the
+    step it failed in (if any), or None."""
     messages = " | ".join(message for _, message in chain)
     classes = {name for name, _ in chain}
     paths = settings.paths
     if "No space left on device" in messages or f"[Errno {errno.ENOSPC}]" in messages:
         return f"the disk holding {paths.root} is full: free some space, then run again"
-    if ("IOException" in classes or "IOException" in messages) and "lock" in messages.lower():
+    if "Could not set lock" in messages:
         return (
             f"the warehouse {paths.warehouse} is in use by another process (a notebook or "
             "another program holds it open for writing): close it, then run again"
         )
     if "OperationalError" in classes and "connection" in messages.lower():
+        if step and not step.startswith(LEDGER_STEPS):
+            return (
+                f"{step}: cannot reach the operational database ({_server(messages)}): check "
+                f"{ENV_PREFIX}OPERATIONAL_DB_URL, and that the server is running"
+            )
         return (
             f"cannot reach the Postgres ledger ({_server(messages)}): check --postgres-dsn or "
             f"{ENV_PREFIX}LEDGER_DSN, and that the server is running"
@@ -64,7 +74,7 @@ def one_line_failures(summary: dict[str, Any], settings: Settings) -> list[str]:
     lines = []
     for run in _runs(summary):
         for error in run.get("errors", []):
-            known = explain([tuple(pair) for pair in error["chain"]], settings)
+            known = explain([tuple(pair) for pair in error["chain"]], settings, error["step"])
             if known is None:
                 known = (
                     f"{error['step']}: {_cause(error['chain'])} "

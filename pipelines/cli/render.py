@@ -118,8 +118,7 @@ def print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
         )
         checks.add_row(check["asset"], check["check"], result, str(failed)[:80])
     out.print(checks)
-    for line in summary["failures"]:
-        out.print(f"[red]failed[/red] {line}")
+    # Failed steps are not listed here: the command ends with one line per failure's cause.
     if summary["skipped"]:
         out.print(f"[yellow]skipped (blocked upstream)[/yellow]: {', '.join(summary['skipped'])}")
     if summary.get("risk"):
@@ -171,8 +170,6 @@ def print_risk(out: Console, risk: dict[str, Any]) -> None:
             f"dead letters: {delivery.get('dead', 0)}, still pending: {delivery.get('pending', 0)}); "
             f"the service holds {service['decisions_in_effect']:,} decisions in effect."
         )
-    for line in risk["training"]["failures"] + risk["scoring"]["failures"]:
-        out.print(f"[red]failed[/red] {line}")
 
 
 def stdout_console() -> Console:

@@ -114,7 +114,9 @@ def decide(
 ) -> pl.DataFrame:
     """`frame` (transfer columns, feature columns and a score) with `decision` and
     `reason_codes` added. Allow-list entries are payee VPAs or `payer->payee` pairs."""
-    rc.check_columns(frame, [*DECISION_INPUT_COLUMNS, score_column, *rc.required_columns()], "decide")
+    rc.check_columns(
+        frame, [*DECISION_INPUT_COLUMNS, score_column, *rc.required_columns()], "decide"
+    )
     nulls = frame[score_column].null_count()
     if nulls:
         raise ValueError(f"{score_column} is null in {nulls} rows: every transfer needs a score")
@@ -197,15 +199,19 @@ def live_policy(registry: ModelRegistry) -> Policy:
         raise LookupError(f"no live model in {registry.root}: train one first")
     metrics = registry.manifest(live)["metrics"]
     threshold = metrics.get("hold_threshold")
-    if threshold is None or not np.isfinite(threshold) or not 0 < threshold <= 1:
-        threshold = 0.5
+    if threshold is None or not np.isfinite(threshold) or threshold > 1:
+        # The rate holds no transfer of the test window (too few, or ties at the top score):
+        # hold only a certain score, never fall back to an arbitrary threshold.
+        threshold = 1.0
     capacity = metrics.get("capacity_threshold")
     if capacity is not None and np.isfinite(capacity):
         threshold = min(max(threshold, capacity), 1.0)
     return Policy(
         version=f"policy-{live}",
         hold_threshold=float(threshold),
-        review_capacity=int(metrics.get("review_capacity") or Policy.model_fields["review_capacity"].default),
+        review_capacity=int(
+            metrics.get("review_capacity") or Policy.model_fields["review_capacity"].default
+        ),
     )
 
 

@@ -74,7 +74,10 @@ def refresh_feature_table_in_job_process(warehouse_path: Path) -> dict[str, int]
         # The child's own last line says what failed (e.g. duckdb.IOException: ... lock ...).
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         cause = lines[-1] if lines else f"exit status {done.returncode}"
-        raise RuntimeError(f"computing the features of {warehouse_path} failed: {cause}")
+        # The first line names the cause; the child's whole trace follows, for the run's log.
+        raise RuntimeError(
+            f"computing the features of {warehouse_path} failed: {cause}\n{done.stderr}"
+        )
     return json.loads(done.stdout.splitlines()[-1])
 
 

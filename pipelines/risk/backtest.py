@@ -108,4 +108,9 @@ def run_backtest(
     scores.select("transfer_id", "risk_score", "decision", "fold").write_parquet(
         out_dir / "scores.parquet"
     )
-    return {"metrics": metrics, "table": result.table(), "out_dir": str(out_dir)}
+    return {
+        "metrics": metrics,
+        "table": result.table(),
+        "folds": result.folds_summary(),
+        "out_dir": str(out_dir),
+    }

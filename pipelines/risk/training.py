@@ -87,7 +87,9 @@ def train_candidate(
     if train.is_empty() or train["y"].sum() == 0:
         raise ValueError(
             f"no frauds known by {fold.train_end:%Y-%m-%d} to train on: the ledger needs more "
-            "history before the test window, or smaller --delay-days / --maturity-days"
+            "history before the test window, or smaller delay_days / maturity_days settings "
+            "(settings.toml, UPI_RISK_DELAY_DAYS / UPI_RISK_MATURITY_DAYS, or the backtest's "
+            "--delay-days / --maturity-days)"
         )
     # The backtest fitted this very model (same fold, same estimator) as its fold 0.
     model = evaluation.fitted.get(fold.index, {}).get("gbdt")

@@ -5,8 +5,8 @@ import warnings
 import dagster as dg
 
 from pipelines.adoption import marts
-from pipelines.defs.adoption.partitions import ledger_day_partitions, partition_days
 from pipelines.defs.ledger.assets import accounts, transfers
+from pipelines.defs.ledger.partitions import ledger_day_partitions, partition_days
 from pipelines.defs.resources import WAREHOUSE_POOL, AdoptionResource, WarehouseResource
 from pipelines.defs.risk.assets import transfer_scores
 from pipelines.warehouse import DECISIONS_TABLE

@@ -5,8 +5,8 @@ import datetime as dt
 import dagster as dg
 
 from pipelines.defs.adoption.assets import adoption_dashboards, mart_assets
-from pipelines.defs.adoption.partitions import partition_range_tags, registered_days
 from pipelines.defs.ledger.assets import transfers
+from pipelines.defs.ledger.partitions import partition_range_tags, registered_days
 from pipelines.india_time import IST_TIME_ZONE
 
 adoption_marts = dg.define_asset_job(

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from pipelines.defs.adoption.partitions import register_ledger_days
+from pipelines.defs.ledger.partitions import register_ledger_days
 from pipelines.defs.metadata import markdown_table
 from pipelines.defs.resources import WAREHOUSE_POOL, LedgerSourceResource, WarehouseResource
 from pipelines.india_time import changed_days
@@ -85,7 +85,7 @@ def ingest_stream(
                     )
                 )
             ),
-        }
+        },
     )
 
 
@@ -141,7 +141,7 @@ def transfers(
             "changed_days": changed_days(result["changed_from"], result["changed_until"]),
             "by_status": dg.MetadataValue.md(markdown_table(by_status)),
             "table": "ledger.transfers",
-        }
+        },
     )
 
 

@@ -50,7 +50,7 @@ def transfer_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
             "computed": result["computed"],
             "table": FEATURE_TABLE,
             "features": dg.MetadataValue.md(markdown_table(catalogue)),
-        }
+        },
     )
 
 

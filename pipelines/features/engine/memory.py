@@ -9,7 +9,7 @@ memory to find them, and mapping 700 MB took 1.3 s more CPU on the VM.
 
 The engine changes no process-wide setting: it runs beside DuckDB and whatever else shares
 the process. Two such settings make it faster; they belong to the process that computes
-features and are given in its environment when it starts (DESIGN.md: settled per process,
+features and are given in its environment when it starts (docs/architecture.md: settled per process,
 not from library code), as `JOB_ENVIRONMENT` has them:
 - numpy asks for transparent huge pages for every array of 4 MB or more; on the VM (THP
   defrag=madvise) their faults compact memory first. `NUMPY_MADVISE_HUGEPAGE=0`, read when
