@@ -103,3 +103,15 @@ DECISION_RECORD = {
     "decided_at": "2026-11-02T04:00:00Z",
     "supersedes": None,
 }
+
+
+def load_definitions(settings=None):
+    """The project's definitions, loaded with a live Dagster instance in the load context (an
+    earlier test's instance, collected by now, may still be the context's current one)."""
+    import dagster as dg
+
+    from pipelines.definitions import build_defs
+    from pipelines.settings import Settings
+
+    with dg.instance_for_test():
+        return build_defs(settings or Settings())

@@ -10,7 +10,6 @@ import pytest
 
 from pipelines.adoption.marts import LEDGER_TRANSFERS, MARTS, SCHEMA, ledger_days
 from pipelines.cli.orchestration import run_adoption
-from pipelines.definitions import defs
 from pipelines.defs.adoption.jobs import adoption_daily, adoption_on_ledger_change
 from pipelines.defs.ledger.partitions import (
     ledger_day_partitions,
@@ -24,7 +23,7 @@ from pipelines.ledger import contract as c
 from pipelines.runs import prepare_instance, run_job
 from pipelines.settings import DataDir, Settings
 from pipelines.warehouse import warehouse
-from tests.factories import T0, account_event, land_parquet, transfer
+from tests.factories import T0, account_event, land_parquet, load_definitions, transfer
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +72,7 @@ def test_marts_backfill_rerun_and_late_rows(tmp_path, monkeypatch):
     # Transfers a minute apart from 2026-03-02 12:00 IST: 800 of them run into 03-03 IST.
     land_parquet(data_dir.landing, c.TRANSFERS, "d1.parquet", [transfer(i) for i in range(1, 801)])
     land_parquet(data_dir.landing, c.ACCOUNTS, "d1.parquet", [account_event(i) for i in range(7)])
-    definitions = defs()
+    definitions = load_definitions()
     instance = dg.DagsterInstance.ephemeral()
     ledger = _materialize(definitions, data_dir, instance, dg.AssetSelection.groups("ledger"))
     assert ledger.success

@@ -8,18 +8,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.definitions import defs
 from pipelines.defs.ledger.jobs import ledger_arrivals
 from pipelines.defs.resources import default_resources
 from pipelines.ledger import contract as c
 from pipelines.settings import DataDir, Settings
 from pipelines.warehouse import warehouse
-from tests.factories import account_event, label, land_parquet, transfer
+from tests.factories import account_event, label, land_parquet, load_definitions, transfer
 
 
 @pytest.fixture(scope="module")
 def definitions() -> dg.Definitions:
-    return defs()
+    return load_definitions()
 
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "dagster_graph.json"

@@ -9,13 +9,13 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from pipelines.decisions.outbox import operational_engine, status_counts
-from pipelines.definitions import defs
 from pipelines.defs.resources import default_resources
 from pipelines.risk.model import GradientBoostingRiskModel
 from pipelines.sandbox.simulator import SimulationConfig, simulate
 from pipelines.sandbox.transfer_service import ReferenceTransferService
 from pipelines.settings import DataDir, Settings, write_settings_file
 from pipelines.warehouse import warehouse
+from tests.factories import load_definitions
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_train_gate_score_deliver_and_rerun(tmp_path, monkeypatch):
         data_dir.ground_truth,
     )
     write_settings_file(data_dir, {"test_days": 7, "delay_days": 3, "folds": 1, "maturity_days": 7})
-    definitions = defs()
+    definitions = load_definitions()
     _run.instance = dg.DagsterInstance.ephemeral()
     with ReferenceTransferService(host="127.0.0.1", port=0) as service:
         settings = Settings(data_dir=data_dir.root, transfer_service_url=service.url)

@@ -9,6 +9,7 @@ import pytest
 
 from pipelines.defs.resources import default_resources
 from pipelines.settings import Settings, write_settings_file
+from tests.factories import load_definitions
 
 PROTOCOL = {
     "test_days": 5,
@@ -67,15 +68,13 @@ def test_secrets_reach_the_steps_but_never_the_stored_run(clean_env, tmp_path):
     secrets are read from the settings at run time instead, wherever they were set."""
     from dagster._core.snap import JobSnap
 
-    from pipelines.definitions import build_defs
-
     clean_env.setenv("UPI_RISK_TOKEN_KEY", "env-tok3n")
     settings = Settings(
         data_dir=tmp_path,
         ledger_dsn="postgresql://risk:s3cret@db/ledger",
         operational_db_url="postgresql://risk:0pdb@db/ops",
     )
-    definitions = build_defs(settings)
+    definitions = load_definitions(settings)
     for job in definitions.resolve_all_job_defs():
         stored = dg.serialize_value(JobSnap.from_job_def(job))
         for secret in ("s3cret", "0pdb", "env-tok3n"):
