@@ -31,6 +31,7 @@ from pipelines.risk.evaluation import (
 from pipelines.risk.forest import CompiledForest
 from pipelines.risk.labels import evaluation_targets, known_outcomes, training_targets
 from pipelines.risk.model import (
+    MIN_CALIBRATION_FRAUDS,
     GradientBoostingRiskModel,
     LinearLogOdds,
     LogisticRiskModel,
@@ -234,6 +235,25 @@ def test_calibration_uses_the_latest_eligible_slice_not_a_random_one() -> None:
     )
     assert model.n_calibration_ == 2_250
     assert model.calibration_start_ == 9_000 - 2_250  # the latest eligible rows, by time
+
+
+def test_calibration_slice_reaches_back_until_it_holds_enough_frauds() -> None:
+    """A month whose latest days hold no matured fraud still calibrates: the slice reaches back
+    from the latest 20% to the tenth-latest fraud, never past half the rows."""
+    X, y = _nonlinear_problem(2_000, seed=4)
+    y[:] = 0
+    y[100:140] = 1  # early frauds, for the base model
+    late = np.arange(1_300, 1_580, 20)  # 14 frauds, none in the latest 20% (rows 1,600+)
+    y[late] = 1
+    model = LogisticRiskModel().fit(X, y, sample_time=np.arange(len(y)))
+    tenth_latest = int(late[-MIN_CALIBRATION_FRAUDS])
+    assert model.n_calibration_frauds_ == MIN_CALIBRATION_FRAUDS
+    assert model.calibration_start_ == tenth_latest
+    assert model.n_calibration_ == 2_000 - tenth_latest
+    # With fewer late frauds than that, the slice stops at half the rows.
+    y[late[:-3]] = 0
+    capped = LogisticRiskModel().fit(X, y, sample_time=np.arange(len(y)))
+    assert capped.n_calibration_ == 1_000 and capped.n_calibration_frauds_ == 3
 
 
 def test_calibration_slice_without_fraud_is_refused_with_a_clear_error() -> None:

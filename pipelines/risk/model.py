@@ -5,6 +5,9 @@ Both estimators follow scikit-learn's conventions (parameters in `__init__`, fit
 
 - rows are put in time order (`sample_time`); the latest `calibration_fraction` of the rows allowed
   to calibrate (`calibration_mask`: the matured ones, see `labels.training_targets`) is held out,
+  reaching further back (up to `MAX_CALIBRATION_SHARE` of them) until it holds
+  `MIN_CALIBRATION_FRAUDS` frauds, so that a short history whose latest days hold no matured
+  fraud still calibrates;
   the base model is fitted on everything else, and a calibrator maps its log-odds to a probability
   on the held-out slice. A random split would calibrate on the past the model was trained on; the
   latest slice is the nearest thing to the future it will score.
@@ -35,6 +38,10 @@ from sklearn.utils.validation import check_is_fitted
 from pipelines.risk.forest import CompiledForest
 
 CALIBRATION_METHODS = ("sigmoid", "isotonic")
+# The calibration slice reaches back from the latest fraction of the rows until it holds this
+# many frauds (a sigmoid has two parameters to fit), but never takes more than this share.
+MIN_CALIBRATION_FRAUDS = 10
+MAX_CALIBRATION_SHARE = 0.5
 
 
 def feature_matrix(frame: pl.DataFrame, feature_names: Sequence[str]) -> np.ndarray:
@@ -167,16 +174,16 @@ class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
             np.ones(n, dtype=bool) if calibration_mask is None else _as_numpy(calibration_mask)
         )
         eligible_in_order = order[eligible[order].astype(bool)]
-        n_cal = math.ceil(self.calibration_fraction * len(eligible_in_order))
-        cal = np.sort(eligible_in_order[len(eligible_in_order) - n_cal :])
+        cal = np.sort(self._calibration_slice(eligible_in_order, target))
         fit_rows = np.setdiff1d(np.arange(n), cal, assume_unique=True)
         for name, rows in (("calibration slice", cal), ("training rows", fit_rows)):
             frauds = int(target[rows].sum())
             if frauds == 0 or frauds == len(rows):
                 raise ValueError(
-                    f"the {name} ({len(rows)} rows, latest {self.calibration_fraction:.0%} of the "
-                    f"calibration-eligible rows for the slice) holds {frauds} frauds: it needs both "
-                    f"classes; widen the training window or change calibration_fraction"
+                    f"the {name} ({len(rows)} rows: the latest calibration-eligible rows, "
+                    f"{self.calibration_fraction:.0%} of them or more, up to "
+                    f"{MAX_CALIBRATION_SHARE:.0%}, to hold {MIN_CALIBRATION_FRAUDS} frauds) holds "
+                    f"{frauds} frauds: it needs both classes; widen the training window"
                 )
 
         weight = None if sample_weight is None else np.asarray(sample_weight)[fit_rows]
@@ -195,6 +202,18 @@ class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
         self.n_calibration_frauds_ = int(target[cal].sum())
         self.calibration_start_ = None if times is None else times[cal].min()
         return self
+
+    def _calibration_slice(self, eligible_in_order: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The latest `calibration_fraction` of the eligible rows, reaching further back (up to
+        `MAX_CALIBRATION_SHARE` of them) until it holds `MIN_CALIBRATION_FRAUDS` frauds: a month
+        of data whose latest days hold no matured fraud still calibrates, on the latest rows."""
+        n_eligible = len(eligible_in_order)
+        n_cal = math.ceil(self.calibration_fraction * n_eligible)
+        frauds_from_latest = np.cumsum(target[eligible_in_order[::-1]])
+        enough = np.flatnonzero(frauds_from_latest >= MIN_CALIBRATION_FRAUDS)
+        cap = max(n_cal, math.floor(MAX_CALIBRATION_SHARE * n_eligible))
+        n_cal = max(n_cal, min(int(enough[0]) + 1, cap)) if enough.size else cap
+        return eligible_in_order[n_eligible - n_cal :]
 
     def _weight_kwargs(self, weight: np.ndarray) -> dict[str, Any]:
         return {"sample_weight": weight}
