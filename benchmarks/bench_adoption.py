@@ -38,7 +38,7 @@ print(json.dumps({"seconds": time.perf_counter() - started, "days": len(days.day
 
 def generate(db: Path, per_day: int, days: int, users: int) -> dict:
     """A warehouse of `days` x `per_day` transfers, written once and reused."""
-    from pipelines.warehouse import DECISIONS_TABLE, warehouse
+    from pipelines.warehouse import DECISIONS_TABLE, SCORES_TABLE, warehouse
 
     n = per_day * days
     seconds_per_row = days * 86_400 / n
@@ -87,7 +87,7 @@ def generate(db: Path, per_day: int, days: int, users: int) -> dict:
             FROM (SELECT u, k, u * 3 + k AS e FROM range({users}) a(u), range(3) b(k))"""
         )
         con.execute(
-            """CREATE OR REPLACE TABLE risk.transfer_scores AS
+            f"""CREATE OR REPLACE TABLE {SCORES_TABLE} AS
             SELECT transfer_id, created_at, 'v1' AS model_version, 'p1' AS policy_version,
                 false AS shadow, s AS risk_score,
                 CASE WHEN s > 0.997 THEN 'BLOCK' WHEN s > 0.99 THEN 'HOLD' ELSE 'ALLOW' END
@@ -100,7 +100,7 @@ def generate(db: Path, per_day: int, days: int, users: int) -> dict:
             f"""CREATE OR REPLACE TABLE {DECISIONS_TABLE} AS
             SELECT s.transfer_id, s.created_at, t.payer_vpa, t.payee_type, t.amount_paise,
                 s.decision, s.model_version, s.scored_at AS decided_at
-            FROM risk.transfer_scores s JOIN ledger.transfers t USING (transfer_id)
+            FROM {SCORES_TABLE} s JOIN ledger.transfers t USING (transfer_id)
             ORDER BY s.created_at"""
         )
         return {"transfers": n, "users": users, "days": days}

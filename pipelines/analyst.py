@@ -35,7 +35,7 @@ import polars as pl
 from pipelines.adoption.marts import MARTS, SCHEMA
 from pipelines.privacy import TOKEN_PREFIX, load_token_key, register_token_macro, vpa_token
 from pipelines.settings import DEFAULT_DATA_DIR, DataDir, Settings
-from pipelines.warehouse import connect
+from pipelines.warehouse import DECISIONS_TABLE, FEATURE_TABLE, SCORES_TABLE, connect
 
 DEVICE_TOKEN_PREFIX = "d_"
 
@@ -112,23 +112,23 @@ VIEWS: tuple[AnalystView, ...] = (
     ),
     AnalystView(
         "features",
-        "features.transfer_features",
+        FEATURE_TABLE,
         "point-in-time features of each transfer (meanings: pipelines/features/definitions.py)",
-        "SELECT * FROM features.transfer_features",
+        f"SELECT * FROM {FEATURE_TABLE}",
     ),
     AnalystView(
         "scores",
-        "risk.transfer_scores",
+        SCORES_TABLE,
         "risk score, decision and reason codes per transfer and model version "
         "(shadow = a challenger's score, not acted on)",
-        "SELECT * FROM risk.transfer_scores",
+        f"SELECT * FROM {SCORES_TABLE}",
     ),
     AnalystView(
         "decisions",
-        "risk.transfer_decisions",
+        DECISIONS_TABLE,
         "the decision of record per transfer: its first live decision, the one the transfer "
         "service acted on",
-        "SELECT * FROM risk.transfer_decisions",
+        f"SELECT * FROM {DECISIONS_TABLE}",
     ),
 )
 

@@ -21,6 +21,10 @@ EVENT_TABLES = {
 # The decision of record of each transfer: its first live (non-shadow) decision, the one the
 # transfer service acted on; written by the scoring pass (decisions.scoring), read by the adoption marts.
 DECISIONS_TABLE = "risk.transfer_decisions"
+# Every score of every transfer, live and shadow (written by the scoring pass).
+SCORES_TABLE = "risk.transfer_scores"
+# Point-in-time features of each transfer (written by pipelines.features.table).
+FEATURE_TABLE = "features.transfer_features"
 LINEAGE_COLUMNS = {
     "_source": "VARCHAR NOT NULL",
     "_position": "BIGINT",

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipelines.settings import ENV_PREFIX, Settings
+from pipelines.warehouse import EVENT_TABLES
 
 # Where a setting the message names can be given, for the hint of a bad value.
 _SETTING_SOURCES = f"a command option, {ENV_PREFIX}<NAME> or the data directory's settings.toml"
@@ -29,8 +30,9 @@ def settings_error(exc: ValidationError | ValueError) -> str:
     return str(exc).splitlines()[0]
 
 
-# The steps that read the Postgres ledger; elsewhere a database error is the outbox's.
-LEDGER_STEPS = ("transfer_events", "account_events", "labels")
+# The steps that read the Postgres ledger (each ledger stream's asset is named after its table);
+# elsewhere a database error is the outbox's.
+LEDGER_STEPS = tuple(table.split(".")[-1] for table in EVENT_TABLES.values())
 
 
 def explain(chain: list[tuple[str, str]], settings: Settings, step: str = "") -> str | None:

@@ -202,16 +202,19 @@ class _DeadlineStream(httpcore.NetworkStream):
     def start_tls(
         self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            _within(
-                timeout,
-                httpcore.ConnectTimeout,
-                lambda t: self._stream.start_tls(ssl_context, server_hostname, t),
-            )
+        return _connected(
+            timeout, lambda t: self._stream.start_tls(ssl_context, server_hostname, t)
         )
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
+
+
+def _connected(
+    timeout: float | None, connect: Callable[[float | None], httpcore.NetworkStream]
+) -> _DeadlineStream:
+    """A stream opened by `connect(t)` within the deadline, whose reads and writes keep to it."""
+    return _DeadlineStream(_within(timeout, httpcore.ConnectTimeout, connect))
 
 
 class _DeadlineBackend(httpcore.NetworkBackend):
@@ -226,23 +229,16 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Sequence[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            _within(
-                timeout,
-                httpcore.ConnectTimeout,
-                lambda t: self._backend.connect_tcp(host, port, t, local_address, socket_options),
-            )
+        return _connected(
+            timeout,
+            lambda t: self._backend.connect_tcp(host, port, t, local_address, socket_options),
         )
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Sequence[Any] | None = None
     ) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            _within(
-                timeout,
-                httpcore.ConnectTimeout,
-                lambda t: self._backend.connect_unix_socket(path, t, socket_options),
-            )
+        return _connected(
+            timeout, lambda t: self._backend.connect_unix_socket(path, t, socket_options)
         )
 
     def sleep(self, seconds: float) -> None:

@@ -21,9 +21,7 @@ from pipelines.risk import reasons as rc
 from pipelines.risk.labels import read_labels
 from pipelines.risk.registry import ModelRegistry
 from pipelines.settings import Settings
-from pipelines.warehouse import DECISIONS_TABLE, table_exists
-
-SCORES_TABLE = "risk.transfer_scores"
+from pipelines.warehouse import DECISIONS_TABLE, SCORES_TABLE, table_exists
 
 
 def ensure_score_tables(con: duckdb.DuckDBPyConnection) -> None:

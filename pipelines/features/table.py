@@ -18,9 +18,7 @@ import polars as pl
 
 from pipelines.features.definitions import FEATURE_NAMES
 from pipelines.features.engine import JOB_ENVIRONMENT, compute_features, load_inputs
-from pipelines.warehouse import scalar, table_exists, warehouse
-
-FEATURE_TABLE = "features.transfer_features"
+from pipelines.warehouse import FEATURE_TABLE, scalar, table_exists, warehouse
 
 
 def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:

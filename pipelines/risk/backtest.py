@@ -20,14 +20,15 @@ from pipelines.ledger.current import refresh_accounts, refresh_transfers
 from pipelines.ledger.ingest import ingest_landing
 from pipelines.risk.labels import read_labels
 from pipelines.risk.training import latest_test_start
-from pipelines.settings import Settings
+from pipelines.settings import DataDir, Settings
 from pipelines.warehouse import warehouse
 
 
 def load_ledger(
     ledger_dir: Path, out_dir: Path, *, progress: Callable[[str], None] | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """Ingest `ledger_dir` into `out_dir/warehouse.duckdb`; return features, labels, counts."""
+    """Ingest `ledger_dir` into the warehouse of `out_dir` (the backtest's instance); return
+    features, labels, counts."""
     if not ledger_dir.is_dir():
         raise FileNotFoundError(f"ledger directory {ledger_dir} does not exist")
     if not (ledger_dir / "transfers").is_dir():
@@ -36,7 +37,7 @@ def load_ledger(
             "with transfers/, accounts/ and labels/"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    with warehouse(out_dir / "warehouse.duckdb") as con:
+    with warehouse(DataDir(root=out_dir).warehouse) as con:
         if progress:
             progress("ingesting the ledger")
         report = ingest_landing(con, ledger_dir)

@@ -27,7 +27,7 @@ from pipelines.risk.evaluation import (
 from pipelines.risk.labels import evaluation_targets
 from pipelines.risk.model import GradientBoostingRiskModel
 from pipelines.risk.registry import ModelRegistry, PromotionDecision
-from pipelines.settings import Settings
+from pipelines.settings import ENV_PREFIX, Settings
 
 
 @dataclass
@@ -88,7 +88,7 @@ def train_candidate(
         raise ValueError(
             f"no frauds known by {fold.train_end:%Y-%m-%d} to train on: the ledger needs more "
             "history before the test window, or smaller delay_days / maturity_days settings "
-            "(settings.toml, UPI_RISK_DELAY_DAYS / UPI_RISK_MATURITY_DAYS, or the backtest's "
+            f"(settings.toml, {ENV_PREFIX}DELAY_DAYS / {ENV_PREFIX}MATURITY_DAYS, or the backtest's "
             "--delay-days / --maturity-days)"
         )
     # The backtest fitted this very model (same fold, same estimator) as its fold 0.

@@ -14,11 +14,11 @@ from pipelines.defs.metadata import markdown_table
 from pipelines.defs.resources import WAREHOUSE_POOL, RiskResource, WarehouseResource
 from pipelines.features.definitions import FEATURES
 from pipelines.features.table import (
-    FEATURE_TABLE,
     read_features,
     refresh_feature_table_in_job_process,
 )
 from pipelines.settings import Settings
+from pipelines.warehouse import FEATURE_TABLE, SCORES_TABLE
 
 # Training, evaluation and scoring pull scikit-learn and SciPy: they are imported inside the
 # asset bodies, because definitions load in every run process and in the UI.
@@ -147,7 +147,7 @@ def live_model(context: dg.AssetExecutionContext, risk: RiskResource) -> dg.Mate
 def transfer_scores(warehouse: WarehouseResource, risk: RiskResource) -> dg.MaterializeResult:
     """Risk score, decision and reason codes of every transfer (live model; challengers in shadow)."""
     from pipelines.decisions.policy import read_allowlist
-    from pipelines.decisions.scoring import SCORES_TABLE, score_new_transfers  # heavy
+    from pipelines.decisions.scoring import score_new_transfers  # heavy: see module top
 
     with warehouse.connect() as con:
         allowlist = read_allowlist(Path(risk.allowlist_path)) if risk.allowlist_path else set()
