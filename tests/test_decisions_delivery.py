@@ -98,8 +98,11 @@ def test_a_hung_service_does_not_stall_the_run(engine, service):
     released = threading.Event()
     service.before_decision = released.wait  # hung: no answer until the run has given up
     try:
+        # A deadline long enough that, on a loaded machine, connecting and sending still fit in
+        # it: the request reaches the service and times out waiting for the answer (a shorter
+        # one once gave a WriteTimeout, and the request never reached the service).
         hung = deliver_pending(
-            engine, service.url, batch_size=100, now=T0, concurrency=4, **{**FAST, "timeout_s": 0.2}
+            engine, service.url, batch_size=100, now=T0, concurrency=4, **{**FAST, "timeout_s": 1.0}
         )
     finally:
         released.set()
