@@ -19,10 +19,28 @@ from pydantic import ValidationError
 
 from pipelines.india_time import IST_TIME_ZONE
 from pipelines.ledger import contract as c
-from pipelines.sandbox.simulator import SimulationConfig, SimulationSummary, simulate
+from pipelines.sandbox.simulator import (
+    FRAUD_TYPES,
+    TURNING_TYPES,
+    SimulationConfig,
+    SimulationSummary,
+    simulate,
+)
 
 CONFIG = SimulationConfig(users=12_000, days=28, seed=11)
 SMALL = SimulationConfig(users=3_000, days=10, seed=5)
+# Only the typologies that turn, at a high rate and with durations other than the defaults: the
+# shape of a hold-out test world.
+TURNING = SimulationConfig(
+    users=8_000,
+    days=28,
+    seed=13,
+    fraud_rate=0.02,
+    typology_mix=dict.fromkeys(TURNING_TYPES, 1.0),
+    qr_swap_days=(3.0, 5.0),
+    dormancy_days=(8.0, 12.0),
+    ato_spree_hours=(1.0, 3.0),
+)
 PART = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/part-\d{5}\.parquet$")
 APP_HANDLES = {"wasbi", "wahdfcbank", "waicici", "waaxis"}
 
@@ -42,6 +60,7 @@ class Run:
     truth: pl.DataFrame
     truth_labels: pl.DataFrame
     users: pl.DataFrame
+    turns: pl.DataFrame
 
 
 def _files(landing: Path, stream: str) -> list[Path]:
@@ -72,6 +91,7 @@ def _run(config: SimulationConfig, root: Path) -> Run:
         truth=pl.read_parquet(root / "truth" / "transfers.parquet"),
         truth_labels=pl.read_parquet(root / "truth" / "labels.parquet"),
         users=pl.read_parquet(root / "truth" / "users.parquet"),
+        turns=pl.read_parquet(root / "truth" / "turns.parquet"),
     )
 
 
@@ -102,7 +122,7 @@ def test_same_seed_gives_byte_identical_files(run: Run, tmp_path: Path) -> None:
     simulate(CONFIG, again / "landing", again / "truth")
     first = _digests(run.landing.parent)
     assert first == _digests(again)
-    assert len(first) == run.summary.files + 3  # landing files plus three truth files
+    assert len(first) == run.summary.files + 4  # landing files plus four truth files
 
 
 def test_other_seed_gives_other_data(tmp_path: Path) -> None:
@@ -176,7 +196,7 @@ def test_refuses_a_landing_dir_that_already_has_files(run: Run, tmp_path: Path) 
 
 
 def test_config_rejects_nonsense() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match=r"typology_mix: unknown fraud types \['PHISHING'\]"):
         SimulationConfig(typology_mix={"PHISHING": 1.0})
     with pytest.raises(ValidationError):
         SimulationConfig(cap_steps=((0.0, 0.5), (0.5, 0.2)))
@@ -220,7 +240,7 @@ def test_accounts_and_labels_match_patterns_and_enums(run: Run) -> None:
     assert labels.select(c.LABELS_STREAM.required).null_count().sum_horizontal().item() == 0
     assert labels["label"].is_in(c.LABELS).all()
     assert labels["source"].is_in(c.LABEL_SOURCES).all()
-    assert labels["fraud_type"].drop_nulls().is_in(c.FRAUD_TYPES).all()
+    assert labels["fraud_type"].drop_nulls().is_in(FRAUD_TYPES).all()
     assert labels.select(c.LABELS_STREAM.key).is_unique().all()
 
 
@@ -389,7 +409,7 @@ def test_fraud_rate_near_target_and_every_typology_present(run: Run) -> None:
     share = run.truth["is_fraud"].mean()
     assert 0.7 * CONFIG.fraud_rate < share < 1.3 * CONFIG.fraud_rate
     frauds = run.truth.filter("is_fraud")
-    assert set(frauds["fraud_type"]) == set(c.FRAUD_TYPES)
+    assert set(frauds["fraud_type"]) == set(FRAUD_TYPES)
     assert frauds["fraud_case_id"].null_count() == 0
     legit = run.truth.filter(~pl.col("is_fraud"))
     assert legit["fraud_type"].null_count() == legit.height
@@ -411,7 +431,7 @@ def test_label_delays_and_reporting(run: Run, created: pl.DataFrame) -> None:
     assert 2 < delay_days.median() < 14
     assert (delay_days > 14).mean() > 0.03
     assert (delay_days > 0).all()
-    assert set(reported["fraud_type"]) == set(c.FRAUD_TYPES)
+    assert set(reported["fraud_type"]) == set(FRAUD_TYPES)
 
 
 def test_labels_refer_to_truth_and_arrive_after_the_transfer(
@@ -543,3 +563,190 @@ def test_users_ground_truth(run: Run, created: pl.DataFrame) -> None:
     users = u.filter(pl.col("kind") == "USER")
     assert users.height == run.accounts.filter(pl.col("event_type") == "REGISTERED").height
     assert users["registered_at"].null_count() == 0
+
+
+# --- typologies that turn ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def turning(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _run(TURNING, tmp_path_factory.mktemp("turning"))
+
+
+@pytest.fixture(scope="module")
+def turning_created(turning: Run) -> pl.DataFrame:
+    pending = turning.transfers.filter(pl.col("status") == "PENDING")
+    return pending.join(turning.truth, on="transfer_id", how="left")
+
+
+def _cases(r: Run, name: str) -> list[dict]:
+    rows = r.turns.filter(pl.col("fraud_type") == name).to_dicts()
+    assert rows, f"no {name} case"
+    return rows
+
+
+def _touching(created: pl.DataFrame, vpa: str) -> pl.DataFrame:
+    return created.filter((pl.col("payer_vpa") == vpa) | (pl.col("payee_vpa") == vpa))
+
+
+def test_a_mix_makes_only_its_typologies(run: Run, turning: Run, tmp_path: Path) -> None:
+    made = set(turning.truth.filter("is_fraud")["fraud_type"])
+    assert made == set(TURNING_TYPES)
+    assert set(turning.turns["fraud_type"]) == set(TURNING_TYPES)
+    share = turning.truth["is_fraud"].mean()
+    # Dormant mules cannot happen before accounts are old enough: the rate falls a little short.
+    assert 0.6 * TURNING.fraud_rate < share < 1.3 * TURNING.fraud_rate
+    assert set(run.turns["fraud_type"]) == set(TURNING_TYPES)  # the defaults make all three
+    no_swap = SMALL.model_copy(
+        update={"typology_mix": {**CONFIG.typology_mix, "QR_SWAP": 0.0}, "fraud_rate": 0.02}
+    )
+    small = _run(no_swap, tmp_path / "no_swap")
+    made = set(small.truth.filter("is_fraud")["fraud_type"])
+    assert "QR_SWAP" not in made and "QR_SWAP" not in set(small.turns["fraud_type"])
+    assert {"MULE", "SOCIAL_ENGINEERING"} <= made
+
+
+def test_invalid_mix_and_durations_say_which_field() -> None:
+    with pytest.raises(ValidationError, match=r"typology_mix: values must be within \[0, inf\]"):
+        SimulationConfig(typology_mix={"QR_SWAP": -0.1, "MULE": 1.0})
+    with pytest.raises(ValidationError, match="typology_mix: give some weight"):
+        SimulationConfig(typology_mix=dict.fromkeys(FRAUD_TYPES, 0.0))
+    with pytest.raises(ValidationError, match="victim_report_rate: values must be within"):
+        SimulationConfig(victim_report_rate={"QR_SWAP": 1.5})
+    for field in ("qr_swap_days", "dormancy_days", "ato_spree_hours"):
+        with pytest.raises(ValidationError, match=f"{field}: expected \\(shortest, longest\\)"):
+            SimulationConfig(**{field: (5.0, 2.0)})
+    # No fraud at all needs no mix; a rate set for one type keeps the others' defaults.
+    assert SimulationConfig(fraud_rate=0.0, typology_mix={}).typology_mix == {}
+    partial = SimulationConfig(victim_report_rate={"QR_SWAP": 0.1})
+    assert partial.victim_report_rate["QR_SWAP"] == 0.1
+    assert partial.victim_report_rate["MULE"] == SimulationConfig().victim_report_rate["MULE"]
+    assert set(SimulationConfig().typology_mix) == set(FRAUD_TYPES)
+
+
+def test_qr_swap_footprint(turning: Run, turning_created: pl.DataFrame) -> None:
+    created = turning_created
+    lo, hi = TURNING.qr_swap_days
+    registered = dict(
+        turning.accounts.filter(pl.col("event_type") == "REGISTERED")
+        .select("vpa", "event_time")
+        .iter_rows()
+    )
+    regulars = paid = with_history = diverted = cases_with_regulars = 0
+    cases = _cases(turning, "QR_SWAP")
+    for case in cases:
+        start, end, fraudster, shop = (
+            case["turned_at"],
+            case["turned_until"],
+            case["vpa"],
+            case["merchant_vpa"],
+        )
+        assert lo * 86400 <= (end - start).total_seconds() <= hi * 86400
+        swapped = created.filter(pl.col("fraud_case_id") == case["fraud_case_id"])
+        if swapped.height == 0:  # nobody scanned the code before the period ended
+            continue
+        diverted += 1
+        assert (swapped["payee_vpa"] == fraudster).all() and (swapped["channel"] == "QR").all()
+        assert swapped["created_at"].is_between(start, end, closed="left").all()
+        to_shop = created.filter(pl.col("payee_vpa") == shop)
+        before = to_shop.filter((pl.col("created_at") < start) & (pl.col("channel") == "QR"))
+        during = to_shop.filter(pl.col("created_at").is_between(start, end, closed="left"))
+        # The shop's own QR takings stop while the swap lasts; other channels go on.
+        assert (during["channel"] != "QR").all()
+        earlier = set(before["payer_vpa"])
+        from_regulars = swapped["payer_vpa"].is_in(sorted(earlier)).sum()
+        regulars += from_regulars
+        cases_with_regulars += from_regulars > 0
+        paid += swapped.height
+        # The fraudster's VPA is an account that turned: on the app for days, clean before.
+        assert fraudster in registered
+        assert (start - registered[fraudster]).total_seconds() >= 5 * 86400
+        history = _touching(created, fraudster).filter(pl.col("created_at") < start)
+        # Clean as a payee: nothing it received was fraud (it may have scanned a swapped code).
+        assert not history.filter(pl.col("payee_vpa") == fraudster)["is_fraud"].any()
+        with_history += history.height > 0
+    assert diverted >= 0.7 * len(cases)
+    # The shop's earlier customers scanning as usual (a month holds only some of its regulars).
+    assert regulars / paid > 0.1
+    assert cases_with_regulars >= 0.5 * diverted
+    assert with_history / diverted >= 0.5
+    reported = created.filter(pl.col("fraud_type") == "QR_SWAP")
+    delay = (reported["label_reported_at"] - reported["created_at"]).dt.total_hours() / 24
+    assert 0 < reported["reported"].mean() < 1  # some are reported, late; some never
+    assert delay.drop_nulls().median() > 2
+
+
+def test_dormant_mule_footprint(turning: Run, turning_created: pl.DataFrame) -> None:
+    created = turning_created
+    quiet_days = TURNING.dormancy_days[0]
+    mules = set(turning.users.filter("is_mule")["vpa"])
+    registered = dict(
+        turning.accounts.filter(pl.col("event_type") == "REGISTERED")
+        .select("vpa", "event_time")
+        .iter_rows()
+    )
+    succeeded = turning.transfers.filter(pl.col("status") == "SUCCESS")["transfer_id"]
+    with_history = 0
+    fan_in: list[int] = []
+    cases = _cases(turning, "DORMANT_MULE")
+    for case in cases:
+        mule = case["vpa"]
+        assert mule in mules
+        rows = created.filter(pl.col("fraud_case_id") == case["fraud_case_id"]).sort("created_at")
+        inbound = rows.filter(pl.col("payee_vpa") == mule)
+        outbound = rows.filter(pl.col("payer_vpa") == mule)
+        first_in = inbound["created_at"].min()
+        fan_in.append(inbound["payer_vpa"].n_unique())
+        assert (inbound["created_at"].max() - first_in).total_seconds() < 3 * 86400
+        # Old, with a gap of at least the shortest dormancy before the fan-in.
+        assert (first_in - registered[mule]).total_seconds() > quiet_days * 86400
+        before = _touching(created, mule).filter(pl.col("created_at") < first_in)
+        assert not before.filter(pl.col("payee_vpa") == mule)["is_fraud"].any()
+        if before.height:
+            with_history += 1
+            gap = (first_in - before["created_at"].max()).total_seconds() / 86400
+            assert gap >= quiet_days
+        # The money moves on within hours of arriving.
+        ok_in = inbound.filter(pl.col("transfer_id").is_in(succeeded.implode()))
+        if outbound.height == 0:  # nothing came in, or the period ended before the sweep
+            last_in = inbound["created_at"].max()
+            assert ok_in.height == 0 or last_in > TURNING.end_datetime - dt.timedelta(hours=7)
+            continue
+        waits = outbound.join_asof(
+            inbound.select(pl.col("created_at").alias("in_at")).sort("in_at"),
+            left_on="created_at",
+            right_on="in_at",
+        )
+        assert (waits["created_at"] - waits["in_at"]).dt.total_hours().max() <= 7
+        assert outbound["amount_paise"].sum() <= ok_in["amount_paise"].sum()
+    assert with_history / len(cases) >= 0.6
+    assert sorted(fan_in)[len(fan_in) // 2] >= 4  # several victims (the period may cut a case)
+
+
+def test_same_device_takeover_footprint(turning: Run, turning_created: pl.DataFrame) -> None:
+    created = turning_created
+    changes = turning.accounts.filter(pl.col("event_type").is_in(["DEVICE_BOUND", "SIM_CHANGED"]))
+    compared = 0
+    for case in _cases(turning, "ATO_SAME_DEVICE"):
+        payer = case["vpa"]
+        rows = created.filter(pl.col("fraud_case_id") == case["fraud_case_id"])
+        start, end = rows["created_at"].min(), rows["created_at"].max()
+        assert (end - start).total_seconds() <= TURNING.ato_spree_hours[1] * 3600
+        assert (rows["payer_vpa"] == payer).all()
+        earlier = created.filter(
+            (pl.col("payer_vpa") == payer) & (pl.col("created_at") < start) & ~pl.col("is_fraud")
+        )
+        # The payer's own phone, no binding or SIM change in the day before or during.
+        assert set(rows["payer_device_id"]) <= set(earlier["payer_device_id"])
+        events = changes.filter(
+            (pl.col("vpa") == payer)
+            & (pl.col("event_time") >= start - dt.timedelta(days=1))
+            & (pl.col("event_time") <= end)
+        )
+        assert events.height == 0
+        # New payees, amounts far above the payer's usual.
+        assert not rows["payee_vpa"].is_in(earlier["payee_vpa"].implode()).any()
+        if earlier.height >= 3:
+            compared += 1
+            assert rows["amount_paise"].median() > 5 * earlier["amount_paise"].median()
+    assert compared >= 3

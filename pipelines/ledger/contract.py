@@ -37,12 +37,17 @@ ACCOUNT_EVENT_TYPES = (
 )
 LABELS = ("FRAUD", "LEGIT")
 LABEL_SOURCES = ("VICTIM_REPORT", "BANK_CONFIRMED", "REVIEW_VERDICT")
+# The contract's list is open ("..."): these are the types the project knows, the contract's
+# four and those the simulator adds (the last three turn: a payee or account good until now).
 FRAUD_TYPES = (
     "ACCOUNT_TAKEOVER",
     "SOCIAL_ENGINEERING",
     "MULE",
     "MERCHANT_FRAUD",
     "COLLECT_SCAM",
+    "QR_SWAP",
+    "DORMANT_MULE",
+    "ATO_SAME_DEVICE",
 )
 
 # Money is integer paise. 1 lakh rupees = 100,000 INR = 10,000,000 paise.

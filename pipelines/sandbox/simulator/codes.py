@@ -42,9 +42,14 @@ REGISTERED, BANK_LINKED, DEVICE_BOUND, SIM_CHANGED, PIN_RESET, DEREGISTERED = (
         "DEREGISTERED",
     )
 )
-# Fraud type codes: 0 is legit, i + 1 is c.FRAUD_TYPES[i].
-FRAUD_TYPE_CODE = {name: i + 1 for i, name in enumerate(c.FRAUD_TYPES)}
-ATO, SE, MULE, MF, CS = (
+# The typologies that turn: an account with a clean history that starts taking or sending fraud.
+TURNING_TYPES = ("QR_SWAP", "DORMANT_MULE", "ATO_SAME_DEVICE")
+# What the simulator writes as `fraud_type`: the contract's list, which is open ("..."), then the
+# typologies that turn it does not list yet (so the list stays right once the contract has them).
+FRAUD_TYPES = (*c.FRAUD_TYPES, *(t for t in TURNING_TYPES if t not in c.FRAUD_TYPES))
+# Fraud type codes: 0 is legit, i + 1 is FRAUD_TYPES[i].
+FRAUD_TYPE_CODE = {name: i + 1 for i, name in enumerate(FRAUD_TYPES)}
+ATO, SE, MULE, MF, CS, QRS, DMULE, ATOSD = (
     FRAUD_TYPE_CODE[k]
     for k in (
         "ACCOUNT_TAKEOVER",
@@ -52,6 +57,9 @@ ATO, SE, MULE, MF, CS = (
         "MULE",
         "MERCHANT_FRAUD",
         "COLLECT_SCAM",
+        "QR_SWAP",
+        "DORMANT_MULE",
+        "ATO_SAME_DEVICE",
     )
 )
 

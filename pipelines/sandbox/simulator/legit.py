@@ -33,6 +33,7 @@ from pipelines.sandbox.simulator.codes import (
     SUCCESS,
 )
 from pipelines.sandbox.simulator.draws import cdf_choice, choice, hash_uniform, lognormal
+from pipelines.sandbox.simulator.fraud import divert_swapped_qr
 from pipelines.sandbox.simulator.traffic import P2M_CDF, P2P_CDF, day_weights, sample_in_day
 
 if TYPE_CHECKING:
@@ -97,7 +98,12 @@ def legit_transfers(world: World, d: int, rng: np.random.Generator) -> dict[str,
     deg = off[p + 1] - off[p]
     k = (deg * rng.random(n1) ** 2.2).astype(np.int64)
     contact = pop.contacts[off[p] + k]
-    on_app = (pop.link[contact] <= t[:n1]) & (pop.dereg[contact] > t[:n1])
+    # A dormant account's friends pay them elsewhere while it is quiet.
+    on_app = (
+        (pop.link[contact] <= t[:n1])
+        & (pop.dereg[contact] > t[:n1])
+        & (pop.quiet[contact] > t[:n1])
+    )
     payee[:n1] = np.where(on_app, contact, w.other_base + contact)
     channel[:n1] = np.array([CHAT, QR, INTENT])[choice(rng, n1, (0.74, 0.13, 0.13))]
     rupees = lognormal(rng, 400, 1.05, n1) * pop.amount_scale[p]
@@ -141,6 +147,8 @@ def legit_transfers(world: World, d: int, rng: np.random.Generator) -> dict[str,
     batch["case"] = np.full(size, -1, dtype=np.int64)
     batch["victim_at"] = np.full(size, -1, dtype=np.int64)
     batch["bank_at"] = np.full(size, -1, dtype=np.int64)
+    # Last, so a retry of a payment to a swapped QR code goes to the fraudster too.
+    divert_swapped_qr(world, batch, d)
     return batch
 
 

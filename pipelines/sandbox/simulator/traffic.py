@@ -73,7 +73,8 @@ def day_weights(pop: Population, day_start: int) -> np.ndarray:
     """Each user's expected share of the day's traffic: activity x time able to pay x ramp."""
     day_end = day_start + DAY
     lo = np.maximum(pop.link, day_start)
-    hi = np.minimum(pop.dereg, day_end)
+    # A dormant account pays no one from the day it goes quiet (aligned to a day's start).
+    hi = np.minimum(np.minimum(pop.dereg, pop.quiet), day_end)
     frac = np.clip((hi - lo) / DAY, 0.0, 1.0)
     # New users find their feet over their first week or two.
     tenure = np.maximum(day_end - pop.link, 0) / DAY

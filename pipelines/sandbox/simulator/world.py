@@ -2,7 +2,8 @@
 
 People register along an S-curve of demand under a user cap, link a bank, change phones and SIMs,
 and have a social graph; merchants sit in categories and states. The fraud plan is made here too,
-because fraud adds parties, attackers' phones and account events the world must know of.
+because fraud adds parties, attackers' phones and account events the world must know of, and
+turns some accounts: a dormant mule's own traffic stops from its `quiet` time on.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Population:
     activity: np.ndarray  # relative transfer rate, mean 1
     amount_scale: np.ndarray  # relative spend, median 1
     is_mule: np.ndarray
+    quiet: np.ndarray  # a dormant mule's own traffic stops here (the fraud plan sets it), or NEVER
     contact_off: np.ndarray  # CSR social graph: contacts of u are contacts[off[u]:off[u+1]]
     contacts: np.ndarray
     link_order: np.ndarray  # users by bank-link time, to pick someone able to pay at t
@@ -257,6 +259,7 @@ class World:
             activity=activity,
             amount_scale=amount_scale,
             is_mule=is_mule,
+            quiet=np.full(n, NEVER, dtype=np.int64),
             contact_off=off,
             contacts=contacts.astype(np.int64),
             link_order=order,

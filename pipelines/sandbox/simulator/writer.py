@@ -3,7 +3,8 @@
 Each day the writer merges the day's legit traffic with the fraud planned for it, emits every
 transfer's state rows (PENDING, then final, then maybe REVERSED) in event order, carrying rows
 due on a later day, lands account events and the labels reported that day, and appends the day
-to the ground truth. Codes become contract strings only here, through lookup series.
+to the ground truth. Codes become contract strings only here, through lookup series. At the end
+it writes the truth files of the whole period: labels, users and the turning cases (`turns`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipelines.sandbox.simulator.codes import (
     B36,
     COLLECT,
     DAY,
+    FRAUD_TYPES,
     HOUR,
     MINUTE,
     NOTES,
@@ -54,7 +56,7 @@ _S_PAYEE_TYPE = pl.Series(c.PAYEE_TYPES, dtype=pl.String)
 _S_EVENT = pl.Series(c.ACCOUNT_EVENT_TYPES, dtype=pl.String)
 _S_LABEL = pl.Series(c.LABELS, dtype=pl.String)
 _S_SOURCE = pl.Series(c.LABEL_SOURCES, dtype=pl.String)
-_S_FTYPE = pl.Series([None, *c.FRAUD_TYPES], dtype=pl.String)
+_S_FTYPE = pl.Series([None, *FRAUD_TYPES], dtype=pl.String)
 assert c.PAYEE_TYPES == ("PERSON", "MERCHANT")  # is_merchant (0/1) indexes it
 _FRAUD_LABEL, _LEGIT_LABEL = c.LABELS.index("FRAUD"), c.LABELS.index("LEGIT")
 _VICTIM, _BANK, _REVIEW = (
@@ -411,6 +413,42 @@ class LedgerWriter:
         self.stats["labels_future"] = int((labels["reported_at"].dt.epoch("us") >= w.end_us).sum())
         _write_parquet(labels, self.truth_dir / "labels.parquet")
         _write_parquet(self._users(), self.truth_dir / "users.parquet")
+        _write_parquet(self._turns(), self.truth_dir / "turns.parquet")
+
+    def _turns(self) -> pl.DataFrame:
+        """One row per case of a typology that turns: the account that turned, and when."""
+        w = self.w
+        rows = w.plan.turns
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 7
+        case, ftype, party, merchant, quiet, start, end = (
+            np.asarray(col, dtype=np.int64) for col in cols
+        )
+
+        def when(us: np.ndarray) -> pl.Series:
+            return _timestamps(us).set(pl.Series(us < 0), None)
+
+        return pl.DataFrame(
+            {
+                "fraud_case_id": self._case_ids(case),
+                "fraud_type": _S_FTYPE.gather(ftype),
+                "vpa": w.vpa.gather(party),
+                "merchant_vpa": w.vpa.gather(np.maximum(merchant, 0)).set(
+                    pl.Series(merchant < 0), None
+                ),
+                "quiet_since": when(quiet),
+                "turned_at": when(start),
+                "turned_until": when(end),
+            },
+            schema={
+                "fraud_case_id": pl.String,
+                "fraud_type": pl.String,
+                "vpa": pl.String,
+                "merchant_vpa": pl.String,
+                "quiet_since": c.TIMESTAMP,
+                "turned_at": c.TIMESTAMP,
+                "turned_until": c.TIMESTAMP,
+            },
+        ).sort("turned_at", "fraud_case_id")
 
     def _users(self) -> pl.DataFrame:
         """Who is who: registered users, merchants and fraud-only parties, with their roles."""
