@@ -74,6 +74,9 @@ def random_ledger(seed: int, n: int = 240) -> tuple[pl.DataFrame, pl.DataFrame, 
         if status == "FAILED":
             code = rng.choice(["ZM", "Z6", "Z9", "U30"])
         amount = int(rng.choice([29_900, 29_900, 100_000, 50, 250_000, rng.integers(100, 900_000)]))
+        device = f"dev-{payer[:3]}-{rng.choice(3, p=[0.8, 0.15, 0.05])}"
+        if rng.random() < 0.1:
+            device = "dev-shared"  # one phone, several payers
         rows.append(
             {
                 "transfer_id": f"TX{seed:03d}{i:05d}",
@@ -88,7 +91,7 @@ def random_ledger(seed: int, n: int = 240) -> tuple[pl.DataFrame, pl.DataFrame, 
                 "channel": str(
                     rng.choice(["QR", "INTENT", "COLLECT"] if merchant else ["CHAT", "INTENT"])
                 ),
-                "payer_device_id": f"dev-{payer[:3]}-{rng.choice(3, p=[0.8, 0.15, 0.05])}",
+                "payer_device_id": device,
                 "payer_state": "IN-KA",
                 "status": str(status),
                 "response_code": None if code is None else str(code),
@@ -169,6 +172,16 @@ def reference(
     rows = transfers.to_dicts()
     events = account_events.to_dicts()
     label_rows = labels.to_dicts()
+    first_report: dict[str, dt.datetime] = {}
+    for lb in label_rows:
+        if lb["label"] == "FRAUD":
+            tid = lb["transfer_id"]
+            first_report[tid] = min(first_report.get(tid, lb["reported_at"]), lb["reported_at"])
+    known_at = {
+        u["transfer_id"]: max(first_report[u["transfer_id"]], u["created_at"])
+        for u in rows
+        if u["transfer_id"] in first_report
+    }
     out = {}
     for t in rows:
         at, payer, payee = t["created_at"], t["payer_vpa"], t["payee_vpa"]
@@ -267,6 +280,31 @@ def reference(
         f["payee_fraud_rate_reported"] = reported / (len(inbound) + 10)
         week = within(inbound, 7 * DAY)
         f["payee_decline_rate_7d"] = _ratio(sum(u["status"] == "FAILED" for u in week), len(week))
+        f["payee_new_payer_share_7d"] = _ratio(sum(first_to_payee(u) for u in week), len(week))
+        ticket = [u["amount_paise"] for u in within(inbound, 30 * DAY) if _ok(u)]
+        f["payee_amount_ratio_mean_30d"] = (
+            t["amount_paise"] / statistics.mean(ticket) if ticket else None
+        )
+
+        def label_recency(entity: str, history: list[dict], _at=at, f=f) -> None:
+            known = [known_at[u["transfer_id"]] for u in history if u["transfer_id"] in known_at]
+            known = [k for k in known if k < _at]
+            for w, span in (("1d", DAY), ("7d", 7 * DAY), ("30d", 30 * DAY)):
+                f[f"{entity}_fraud_reports_{w}"] = sum(k >= _at - span for k in known)
+                made = within(history, span)
+                reported = [
+                    u
+                    for u in made
+                    if u["transfer_id"] in known_at and known_at[u["transfer_id"]] < _at
+                ]
+                f[f"{entity}_fraud_rate_{w}"] = _ratio(len(reported), len(made))
+            f[f"{entity}_days_since_fraud_report"] = (_at - max(known)) / DAY if known else None
+
+        label_recency("payee", inbound)
+        label_recency("payer", mine)
+        device = [u for u in prior if u["payer_device_id"] == t["payer_device_id"]]
+        label_recency("device", device)
+        f["device_payers_7d"] = len({u["payer_vpa"] for u in within(device, 7 * DAY)})
 
         pair = [u for u in inbound if u["payer_vpa"] == payer]
         f["pair_prior_count"] = len(pair)
@@ -278,6 +316,17 @@ def reference(
             (at - max(u["created_at"] for u in pair)) / DAY if pair else None
         )
         out[t["transfer_id"]] = f
+    # Two hops: the payer's earlier transfers, each with its payee's reports as known then.
+    for t in rows:
+        month = [
+            u
+            for u in rows
+            if u["payer_vpa"] == t["payer_vpa"]
+            and t["created_at"] - 30 * DAY <= u["created_at"] < t["created_at"]
+        ]
+        out[t["transfer_id"]]["payer_payee_reports_30d"] = sum(
+            out[u["transfer_id"]]["payee_fraud_reports_30d"] for u in month
+        )
     return out
 
 
@@ -317,6 +366,17 @@ def test_every_feature_equals_the_reference(seed: int, n: int) -> None:
         f["payer_amount_zscore_30d"] is None and f["payer_count_30d"] > 2 for f in want.values()
     )
     assert any(f["payee_fraud_reports"] > 0 for f in want.values())
+    for entity in ("payer", "payee", "device"):
+        assert any(f[f"{entity}_fraud_reports_1d"] > 0 for f in want.values())
+        assert any(0 < (f[f"{entity}_fraud_rate_7d"] or 0) < 1 for f in want.values())
+        # reports that left the 30-day window: lifetime and recent differ
+        assert any(
+            f[f"{entity}_fraud_reports_30d"] < f[f"{entity}_fraud_reports_7d"] + 100
+            and (f[f"{entity}_days_since_fraud_report"] or 0) > 7
+            for f in want.values()
+        )
+    assert any(f["device_payers_7d"] > 1 for f in want.values())
+    assert any(f["payer_payee_reports_30d"] > 0 for f in want.values())
 
 
 def test_hash_collisions_and_key_blocks_do_not_change_results(
@@ -489,9 +549,11 @@ def test_late_labels_and_future_events_are_ignored_but_known_labels_count() -> N
     known = by_id(compute_features(transfers, events, fraud(at - US)))[target]
     assert known["payee_fraud_reports"] == 1
     assert known["payee_fraud_rate_reported"] > 0
-    assert {k: v for k, v in known.items() if not k.startswith("payee_fraud")} == {
-        k: v for k, v in base.items() if not k.startswith("payee_fraud")
-    }
+    assert known["payee_fraud_reports_1d"] == known["payee_fraud_reports_30d"] == 1
+    assert known["payee_days_since_fraud_report"] == pytest.approx(1e-6 / 86_400, rel=1e-6)
+    # Only label features moved: no other feature reads labels.
+    changed = {k for k, v in known.items() if v != base[k]}
+    assert changed <= {k for k in known if "fraud" in k} | {"payer_payee_reports_30d"}
 
     payer = transfers.filter(pl.col("transfer_id") == target)["payer_vpa"][0]
     future = pl.DataFrame(

@@ -5,13 +5,21 @@ batch training, backtests and the online decision API alike. Windows are half-op
 strictly before the transfer: "24 h" means prior transfers with created_at in [t - 24 h, t).
 Amounts are in rupees. Counts and sums over an empty history are 0; ratios, averages and
 times-since with nothing to measure are null.
+
+Label features and the label delay: a transfer's fraud is known from its first FRAUD label's
+reported_at (taken as its created_at if reported earlier), so a feature of transfer t counts a
+fraud only once it was reported strictly before t, about a transfer strictly before t. Labels
+arrive days after the fraud (a week is typical): a window's reports are the frauds *reported*
+in it, whenever they happened, and a window's fraud rate counts, among the transfers made in
+it, those already reported; so the 1-day rate sees only the fastest reports, and every rate
+is a lower bound of the true one that rises as reports come in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-GROUPS = ("transfer", "payer", "payee", "pair")
+GROUPS = ("transfer", "payer", "payee", "pair", "device")
 
 
 @dataclass(frozen=True)
@@ -19,7 +27,7 @@ class Feature:
     """One model input: its column name, whose history it reads, and what it means."""
 
     name: str
-    group: str  # "transfer" | "payer" | "payee" | "pair"
+    group: str  # one of GROUPS
     meaning: str
 
     def __post_init__(self) -> None:
@@ -34,6 +42,41 @@ def _windows(stem: str, group: str, meaning: str, windows: tuple[str, ...]) -> l
 
 
 _PAYER_WINDOWS = ("5m", "1h", "24h", "7d", "30d")
+LABEL_WINDOWS = ("1d", "7d", "30d")
+# Whose transfers each family of label features reads, as the group's own words put it.
+_LABEL_ENTITIES = {
+    "payer": "the payer's transfers",
+    "payee": "transfers to the payee",
+    "device": "transfers made from the payer's device (any payer)",
+}
+
+
+def _label_recency(group: str) -> list[Feature]:
+    """Recent fraud reports on an entity's transfers: reports in each window, the fraud rate
+    of each window's transfers, days since the latest report (see the module docstring)."""
+    whose = _LABEL_ENTITIES[group]
+    return [
+        *_windows(
+            f"{group}_fraud_reports",
+            group,
+            f"{whose} whose fraud was first reported in the prior {{w}} (reports arrive days "
+            "after the fraud: counts frauds reported, not made, in the window)",
+            LABEL_WINDOWS,
+        ),
+        *_windows(
+            f"{group}_fraud_rate",
+            group,
+            f"share of {whose} made in the prior {{w}} whose fraud was reported before the "
+            "transfer (a lower bound: recent frauds are mostly not reported yet)",
+            LABEL_WINDOWS,
+        ),
+        Feature(
+            f"{group}_days_since_fraud_report",
+            group,
+            f"days since the latest first fraud report on {whose}, null if none",
+        ),
+    ]
+
 
 FEATURES: tuple[Feature, ...] = (
     # --- the transfer itself
@@ -156,6 +199,17 @@ FEATURES: tuple[Feature, ...] = (
         "payee",
         "share of the payee's prior-7d inbound transfers that FAILED",
     ),
+    *_label_recency("payee"),
+    Feature(
+        "payee_new_payer_share_7d",
+        "payee",
+        "share of the payee's prior-7d inbound transfers that were the payer's first to it",
+    ),
+    Feature(
+        "payee_amount_ratio_mean_30d",
+        "payee",
+        "amount / mean of the payee's successful inbound amounts in the prior 30d (its ticket)",
+    ),
     # --- the (payer, payee) pair
     Feature("pair_prior_count", "pair", "prior transfers from this payer to this payee, ever"),
     Feature("pair_is_first", "pair", "1 if the payer never tried to pay this payee before"),
@@ -165,6 +219,21 @@ FEATURES: tuple[Feature, ...] = (
         "amount / mean amount of the pair's prior transfers (any status)",
     ),
     Feature("pair_days_since_last", "pair", "days since the pair's latest prior transfer"),
+    # --- the payer's own fraud reports, and its counterparties'
+    *_label_recency("payer"),
+    Feature(
+        "payer_payee_reports_30d",
+        "payer",
+        "over the payer's prior-30d transfers, the sum of each one's payee_fraud_reports_30d "
+        "(the payees' reports as known when it paid them: two hops, payer -> payee -> reports)",
+    ),
+    # --- the payer's device (by payer_device_id), whoever pays from it
+    *_label_recency("device"),
+    Feature(
+        "device_payers_7d",
+        "device",
+        "distinct payers of the prior-7d transfers made from the payer's device (fan-out)",
+    ),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
