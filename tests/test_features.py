@@ -420,6 +420,21 @@ def test_the_big_batch_path_gives_the_same_features(
     assert big.equals(normal)
 
 
+def test_a_released_row_of_the_mapped_block_goes_back_and_spares_its_neighbours() -> None:
+    from pipelines.features.engine.memory import populated_block, release_row
+
+    block = populated_block(3, 10_000)  # rows of 80,000 bytes: not page-aligned
+    block[:] = 1.0
+    release_row(block, 1)
+    # Row 1 holds bytes [80,000, 160,000): its whole pages are [81,920, 159,744).
+    assert (block[1, 240:9968] == 0).all()
+    assert (block[1, :240] == 1).all() and (block[1, 9968:] == 1).all()  # pages it shares
+    assert (block[0] == 1).all() and (block[2] == 1).all()
+    plain = np.ones((2, 10_000))
+    release_row(plain, 0)  # not a mapped block: left alone
+    assert (plain == 1).all()
+
+
 def test_window_sums_slide_exactly_as_prefix_differences() -> None:
     """The sliding-window kernel equals differences of prefix sums, wrapping int64 included."""
     from pipelines.features.engine import _kernels
@@ -728,24 +743,28 @@ def test_missing_columns_are_named(ledger: tuple[pl.DataFrame, pl.DataFrame, pl.
         compute_features(transfers.drop("payer_device_id"), events, labels)
 
 
-def test_load_inputs_reads_the_warehouse(tmp_path, ledger) -> None:
-    from pipelines.ledger import contract as c
+def _ingested(tmp_path, ledger) -> Any:
+    """A warehouse holding `ledger`, ingested as landing files; returns its path."""
     from pipelines.ledger.current import refresh_transfers
     from pipelines.ledger.ingest import ingest_landing
     from pipelines.warehouse import warehouse
 
-    transfers, events, labels = ledger
     landing = tmp_path / "landing"
-    for stream, frame in (
-        (c.TRANSFERS, transfers),
-        (c.ACCOUNTS, events),
-        (c.LABELS_STREAM, labels),
-    ):
+    for stream, frame in zip((c.TRANSFERS, c.ACCOUNTS, c.LABELS_STREAM), ledger, strict=True):
         (landing / stream.name).mkdir(parents=True)
         frame.write_parquet(landing / stream.name / "part-0.parquet")
-    with warehouse(tmp_path / "warehouse.duckdb") as con:
+    path = tmp_path / "warehouse.duckdb"
+    with warehouse(path) as con:
         ingest_landing(con, landing)
         refresh_transfers(con)
+    return path
+
+
+def test_load_inputs_reads_the_warehouse(tmp_path, ledger) -> None:
+    from pipelines.warehouse import warehouse
+
+    transfers, events, labels = ledger
+    with warehouse(_ingested(tmp_path, ledger)) as con:
         loaded = load_inputs(con)
         since = transfers["created_at"].sort()[100]
         recent, _, recent_labels = load_inputs(con, since=since)
@@ -766,6 +785,28 @@ def test_load_inputs_reads_the_warehouse(tmp_path, ledger) -> None:
     assert from_warehouse.equals(compute_features(transfers, events, labels).sort("transfer_id"))
     assert recent.height == transfers.filter(pl.col("created_at") >= since).height
     assert set(recent_labels["transfer_id"]) <= set(recent["transfer_id"])
+
+
+def test_a_feature_table_of_an_older_catalogue_is_rebuilt_with_every_feature(
+    tmp_path, ledger
+) -> None:
+    """Features added to the catalogue: the stored table (fewer columns) is computed again."""
+    from pipelines.features.table import read_features, refresh_feature_table
+    from pipelines.warehouse import FEATURE_TABLE, warehouse
+
+    with warehouse(_ingested(tmp_path, ledger)) as con:
+        con.execute("CREATE SCHEMA features")
+        con.execute(
+            f"CREATE TABLE {FEATURE_TABLE} (transfer_id VARCHAR NOT NULL, "
+            "created_at TIMESTAMPTZ NOT NULL, amount_log DOUBLE)"
+        )
+        con.execute(
+            f"INSERT INTO {FEATURE_TABLE} SELECT transfer_id, created_at, -1.0 FROM ledger.transfers"
+        )
+        result = refresh_feature_table(con)
+        stored = read_features(con).select("transfer_id", *FEATURE_NAMES).sort("transfer_id")
+    assert result["computed"] == result["rows"] == ledger[0].height
+    assert stored.equals(compute_features(*ledger).sort("transfer_id"))
 
 
 def test_the_feature_job_process_starts_with_the_engines_memory_settings(tmp_path):

@@ -22,7 +22,14 @@ from pipelines.warehouse import FEATURE_TABLE, scalar, table_exists, warehouse
 
 
 def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the table; a table of another catalogue (features added, say) is dropped, so
+    that every transfer is computed again with today's features: they are a pure function of
+    the ledger, so the rebuilt rows are what the old ones would have been, plus the new."""
     con.execute("CREATE SCHEMA IF NOT EXISTS features")
+    if table_exists(con, FEATURE_TABLE):
+        columns = [row[0] for row in con.sql(f"DESCRIBE {FEATURE_TABLE}").fetchall()]
+        if columns != ["transfer_id", "created_at", *FEATURE_NAMES]:
+            con.execute(f"DROP TABLE {FEATURE_TABLE}")
     columns = ", ".join(f"{name} DOUBLE" for name in FEATURE_NAMES)
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {FEATURE_TABLE} (transfer_id VARCHAR NOT NULL, "

@@ -18,7 +18,7 @@ import polars as pl
 from pipelines.features.definitions import FEATURE_NAMES
 from pipelines.features.engine.device import device_features
 from pipelines.features.engine.inputs import EventTable, Inputs, event_table, prepare
-from pipelines.features.engine.memory import populated_block
+from pipelines.features.engine.memory import populated_block, release_row
 from pipelines.features.engine.output import Out
 from pipelines.features.engine.pair import pair_features
 from pipelines.features.engine.payee import Onward, passthrough, payee_features
@@ -61,12 +61,11 @@ def compute_features(
                 schema={"transfer_id": pl.String, **dict.fromkeys(FEATURE_NAMES, pl.Float64)}
             )
         block = _compute(inp, account_events, ready)
-    frame = pl.DataFrame(
-        [
-            inp.transfer_id,
-            *(pl.Series(name, block[i], nan_to_null=True) for i, name in enumerate(FEATURE_NAMES)),
-        ]
-    )
+    columns = [inp.transfer_id]
+    for i, name in enumerate(FEATURE_NAMES):
+        columns.append(pl.Series(name, block[i], nan_to_null=True))
+        release_row(block, i)
+    frame = pl.DataFrame(columns)
     if targets is not None:
         frame = frame.filter(pl.col("transfer_id").is_in(targets.implode()))
     return frame

@@ -57,3 +57,20 @@ def populated_block(rows: int, n: int) -> np.ndarray:
     except OSError:  # EINVAL: an older kernel
         pass
     return np.frombuffer(buffer, dtype=np.float64).reshape(rows, n)
+
+
+def release_row(block: np.ndarray, i: int) -> None:
+    """Give row `i` of a `populated_block` back to the system once it is copied out: the
+    output frame then grows as the block shrinks, instead of both being held at once (2 x 5 GB
+    at 10M transfers). Any other array is left alone; a released row reads as zeros."""
+    buffer = block.base
+    while buffer is not None and not isinstance(buffer, mmap.mmap):
+        # numpy keeps its buffer as .base, a memoryview keeps its object as .obj
+        buffer = buffer.obj if isinstance(buffer, memoryview) else getattr(buffer, "base", None)
+    if buffer is None:
+        return
+    row = block.shape[1] * block.itemsize
+    start = -(-i * row // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the row only
+    stop = (i + 1) * row // mmap.PAGESIZE * mmap.PAGESIZE
+    if stop > start:
+        buffer.madvise(mmap.MADV_DONTNEED, start, stop - start)
