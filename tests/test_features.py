@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from pipelines.features import engine
-from pipelines.features.definitions import FEATURE_NAMES, FEATURES, GROUPS
+from pipelines.features.definitions import FEATURE_DTYPES, FEATURE_NAMES, FEATURES, GROUPS
 from pipelines.features.engine import (
     batch,
     compute_features,
@@ -26,6 +26,7 @@ from pipelines.features.engine import (
     sorted_keys,
     windows,
 )
+from pipelines.features.engine.output import BLOCK_FEATURES
 from pipelines.india_time import IST
 from pipelines.ledger import contract as c
 
@@ -409,14 +410,17 @@ def test_the_big_batch_path_gives_the_same_features(
     mapped = []
     real = batch.populated_block
 
-    def spy(rows: int, n: int) -> np.ndarray:
-        mapped.append(block := real(rows, n))
+    def spy(rows: int, n: int, dtype: type) -> np.ndarray:
+        mapped.append(block := real(rows, n, dtype))
         return block
 
     monkeypatch.setattr(batch, "BIG_BATCH", 1)
     monkeypatch.setattr(batch, "populated_block", spy)
     big = compute_features(transfers, events, labels)
-    assert [b.shape for b in mapped] == [(len(FEATURE_NAMES), transfers.height)]
+    assert sorted(b.shape for b in mapped) == sorted(
+        (len(names), transfers.height) for names in BLOCK_FEATURES.values()
+    )
+    assert sum(len(names) for names in BLOCK_FEATURES.values()) == len(FEATURE_NAMES)
     assert big.equals(normal)
 
 
@@ -725,7 +729,9 @@ def test_output_columns_types_order_and_targets(
     transfers, events, labels = ledger
     out = compute_features(transfers, events, labels)
     assert out.columns == ["transfer_id", *FEATURE_NAMES]
-    assert all(out.schema[name] == pl.Float64 for name in FEATURE_NAMES)
+    assert {name: out.schema[name] for name in FEATURE_NAMES} == FEATURE_DTYPES
+    assert out.schema["payer_count_24h"] == pl.Float32  # a count: exact in half the memory
+    assert out.schema["payer_amount_24h"] == pl.Float64
     assert out.select(pl.col(FEATURE_NAMES).is_nan().any()).row(0) == (False,) * len(FEATURE_NAMES)
     expected_order = transfers.sort("created_at", maintain_order=True)["transfer_id"]
     assert out["transfer_id"].equals(expected_order)

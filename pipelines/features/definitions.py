@@ -4,7 +4,8 @@ The engine (`pipelines.features.engine`) computes exactly these columns, in this
 batch training, backtests and the online decision API alike. Windows are half-open and end
 strictly before the transfer: "24 h" means prior transfers with created_at in [t - 24 h, t).
 Amounts are in rupees. Counts and sums over an empty history are 0; ratios, averages and
-times-since with nothing to measure are null.
+times-since with nothing to measure are null. Counts and 0/1 flags are Float32, exact and half
+the memory; the rest are Float64 (`FEATURE_DTYPES`).
 
 Label features and the label delay: a transfer's fraud is known from its first FRAUD label's
 reported_at (taken as its created_at if reported earlier), so a feature of transfer t counts a
@@ -18,6 +19,8 @@ is a lower bound of the true one that rises as reports come in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import polars as pl
 
 GROUPS = ("transfer", "payer", "payee", "pair", "device")
 
@@ -238,3 +241,34 @@ FEATURES: tuple[Feature, ...] = (
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+
+# Counts and 0/1 flags are whole numbers: Float32 holds them exactly (below 2**24, far above
+# any count here) in half the memory of Float64, which the other features keep.
+WHOLE_NUMBER_FEATURES: frozenset[str] = frozenset(
+    (
+        "payee_is_merchant",
+        "channel_chat",
+        "channel_qr",
+        "channel_intent",
+        "channel_collect",
+        "hour_ist",
+        "is_night_ist",
+        *(f"payer_count_{w}" for w in _PAYER_WINDOWS),
+        "payer_new_device",
+        "payer_distinct_payees_24h",
+        "payer_failed_pin_24h",
+        "payer_failed_funds_24h",
+        *(f"payee_distinct_payers_{w}" for w in ("1h", "24h", "7d")),
+        "payee_fraud_reports",
+        "pair_prior_count",
+        "pair_is_first",
+        *(f"{g}_fraud_reports_{w}" for g in _LABEL_ENTITIES for w in LABEL_WINDOWS),
+        "payer_payee_reports_30d",
+        "device_payers_7d",
+    )
+)
+if not set(FEATURE_NAMES) >= WHOLE_NUMBER_FEATURES:
+    raise ValueError(f"not features: {sorted(WHOLE_NUMBER_FEATURES - set(FEATURE_NAMES))}")
+FEATURE_DTYPES: dict[str, type[pl.DataType]] = {
+    name: pl.Float32 if name in WHOLE_NUMBER_FEATURES else pl.Float64 for name in FEATURE_NAMES
+}

@@ -41,22 +41,22 @@ _POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+; Pytho
 _STEP = 64 << 20  # populate this much at a time, so other threads' faults never wait long
 
 
-def populated_block(rows: int, n: int) -> np.ndarray:
-    """A zeroed (rows x n) float64 array whose pages are mapped before anything is written.
+def populated_block(rows: int, n: int, dtype: type = np.float64) -> np.ndarray:
+    """A zeroed (rows x n) array whose pages are mapped before anything is written.
 
     On a kernel without MADV_POPULATE_WRITE the block is still a zeroed anonymous mapping:
     its pages then fault in as they are written.
     """
-    size = 8 * rows * n
+    size = np.dtype(dtype).itemsize * rows * n
     if size == 0:
-        return np.zeros((rows, n))
+        return np.zeros((rows, n), dtype=dtype)
     buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         for start in range(0, size, _STEP):
             buffer.madvise(_POPULATE_WRITE, start, min(_STEP, size - start))
     except OSError:  # EINVAL: an older kernel
         pass
-    return np.frombuffer(buffer, dtype=np.float64).reshape(rows, n)
+    return np.frombuffer(buffer, dtype=dtype).reshape(rows, n)
 
 
 def release_row(block: np.ndarray, i: int) -> None:
