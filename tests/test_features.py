@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from pipelines.features import engine
-from pipelines.features.definitions import FEATURE_NAMES, FEATURES, GROUPS
+from pipelines.features.definitions import FEATURE_DTYPES, FEATURE_NAMES, FEATURES, GROUPS
 from pipelines.features.engine import (
     batch,
     compute_features,
@@ -26,6 +26,7 @@ from pipelines.features.engine import (
     sorted_keys,
     windows,
 )
+from pipelines.features.engine.output import BLOCK_FEATURES
 from pipelines.india_time import IST
 from pipelines.ledger import contract as c
 
@@ -74,6 +75,9 @@ def random_ledger(seed: int, n: int = 240) -> tuple[pl.DataFrame, pl.DataFrame, 
         if status == "FAILED":
             code = rng.choice(["ZM", "Z6", "Z9", "U30"])
         amount = int(rng.choice([29_900, 29_900, 100_000, 50, 250_000, rng.integers(100, 900_000)]))
+        device = f"dev-{payer[:3]}-{rng.choice(3, p=[0.8, 0.15, 0.05])}"
+        if rng.random() < 0.1:
+            device = "dev-shared"  # one phone, several payers
         rows.append(
             {
                 "transfer_id": f"TX{seed:03d}{i:05d}",
@@ -88,7 +92,7 @@ def random_ledger(seed: int, n: int = 240) -> tuple[pl.DataFrame, pl.DataFrame, 
                 "channel": str(
                     rng.choice(["QR", "INTENT", "COLLECT"] if merchant else ["CHAT", "INTENT"])
                 ),
-                "payer_device_id": f"dev-{payer[:3]}-{rng.choice(3, p=[0.8, 0.15, 0.05])}",
+                "payer_device_id": device,
                 "payer_state": "IN-KA",
                 "status": str(status),
                 "response_code": None if code is None else str(code),
@@ -169,6 +173,16 @@ def reference(
     rows = transfers.to_dicts()
     events = account_events.to_dicts()
     label_rows = labels.to_dicts()
+    first_report: dict[str, dt.datetime] = {}
+    for lb in label_rows:
+        if lb["label"] == "FRAUD":
+            tid = lb["transfer_id"]
+            first_report[tid] = min(first_report.get(tid, lb["reported_at"]), lb["reported_at"])
+    known_at = {
+        u["transfer_id"]: max(first_report[u["transfer_id"]], u["created_at"])
+        for u in rows
+        if u["transfer_id"] in first_report
+    }
     out = {}
     for t in rows:
         at, payer, payee = t["created_at"], t["payer_vpa"], t["payee_vpa"]
@@ -267,6 +281,31 @@ def reference(
         f["payee_fraud_rate_reported"] = reported / (len(inbound) + 10)
         week = within(inbound, 7 * DAY)
         f["payee_decline_rate_7d"] = _ratio(sum(u["status"] == "FAILED" for u in week), len(week))
+        f["payee_new_payer_share_7d"] = _ratio(sum(first_to_payee(u) for u in week), len(week))
+        ticket = [u["amount_paise"] for u in within(inbound, 30 * DAY) if _ok(u)]
+        f["payee_amount_ratio_mean_30d"] = (
+            t["amount_paise"] / statistics.mean(ticket) if ticket else None
+        )
+
+        def label_recency(entity: str, history: list[dict], _at=at, f=f) -> None:
+            known = [known_at[u["transfer_id"]] for u in history if u["transfer_id"] in known_at]
+            known = [k for k in known if k < _at]
+            for w, span in (("1d", DAY), ("7d", 7 * DAY), ("30d", 30 * DAY)):
+                f[f"{entity}_fraud_reports_{w}"] = sum(k >= _at - span for k in known)
+                made = within(history, span)
+                reported = [
+                    u
+                    for u in made
+                    if u["transfer_id"] in known_at and known_at[u["transfer_id"]] < _at
+                ]
+                f[f"{entity}_fraud_rate_{w}"] = _ratio(len(reported), len(made))
+            f[f"{entity}_days_since_fraud_report"] = (_at - max(known)) / DAY if known else None
+
+        label_recency("payee", inbound)
+        label_recency("payer", mine)
+        device = [u for u in prior if u["payer_device_id"] == t["payer_device_id"]]
+        label_recency("device", device)
+        f["device_payers_7d"] = len({u["payer_vpa"] for u in within(device, 7 * DAY)})
 
         pair = [u for u in inbound if u["payer_vpa"] == payer]
         f["pair_prior_count"] = len(pair)
@@ -278,6 +317,17 @@ def reference(
             (at - max(u["created_at"] for u in pair)) / DAY if pair else None
         )
         out[t["transfer_id"]] = f
+    # Two hops: the payer's earlier transfers, each with its payee's reports as known then.
+    for t in rows:
+        month = [
+            u
+            for u in rows
+            if u["payer_vpa"] == t["payer_vpa"]
+            and t["created_at"] - 30 * DAY <= u["created_at"] < t["created_at"]
+        ]
+        out[t["transfer_id"]]["payer_payee_reports_30d"] = sum(
+            out[u["transfer_id"]]["payee_fraud_reports_30d"] for u in month
+        )
     return out
 
 
@@ -317,6 +367,17 @@ def test_every_feature_equals_the_reference(seed: int, n: int) -> None:
         f["payer_amount_zscore_30d"] is None and f["payer_count_30d"] > 2 for f in want.values()
     )
     assert any(f["payee_fraud_reports"] > 0 for f in want.values())
+    for entity in ("payer", "payee", "device"):
+        assert any(f[f"{entity}_fraud_reports_1d"] > 0 for f in want.values())
+        assert any(0 < (f[f"{entity}_fraud_rate_7d"] or 0) < 1 for f in want.values())
+        # reports that left the 30-day window: lifetime and recent differ
+        assert any(
+            f[f"{entity}_fraud_reports_30d"] < f[f"{entity}_fraud_reports_7d"] + 100
+            and (f[f"{entity}_days_since_fraud_report"] or 0) > 7
+            for f in want.values()
+        )
+    assert any(f["device_payers_7d"] > 1 for f in want.values())
+    assert any(f["payer_payee_reports_30d"] > 0 for f in want.values())
 
 
 def test_hash_collisions_and_key_blocks_do_not_change_results(
@@ -349,15 +410,33 @@ def test_the_big_batch_path_gives_the_same_features(
     mapped = []
     real = batch.populated_block
 
-    def spy(rows: int, n: int) -> np.ndarray:
-        mapped.append(block := real(rows, n))
+    def spy(rows: int, n: int, dtype: type) -> np.ndarray:
+        mapped.append(block := real(rows, n, dtype))
         return block
 
     monkeypatch.setattr(batch, "BIG_BATCH", 1)
     monkeypatch.setattr(batch, "populated_block", spy)
     big = compute_features(transfers, events, labels)
-    assert [b.shape for b in mapped] == [(len(FEATURE_NAMES), transfers.height)]
+    assert sorted(b.shape for b in mapped) == sorted(
+        (len(names), transfers.height) for names in BLOCK_FEATURES.values()
+    )
+    assert sum(len(names) for names in BLOCK_FEATURES.values()) == len(FEATURE_NAMES)
     assert big.equals(normal)
+
+
+def test_a_released_row_of_the_mapped_block_goes_back_and_spares_its_neighbours() -> None:
+    from pipelines.features.engine.memory import populated_block, release_row
+
+    block = populated_block(3, 10_000)  # rows of 80,000 bytes: not page-aligned
+    block[:] = 1.0
+    release_row(block, 1)
+    # Row 1 holds bytes [80,000, 160,000): its whole pages are [81,920, 159,744).
+    assert (block[1, 240:9968] == 0).all()
+    assert (block[1, :240] == 1).all() and (block[1, 9968:] == 1).all()  # pages it shares
+    assert (block[0] == 1).all() and (block[2] == 1).all()
+    plain = np.ones((2, 10_000))
+    release_row(plain, 0)  # not a mapped block: left alone
+    assert (plain == 1).all()
 
 
 def test_window_sums_slide_exactly_as_prefix_differences() -> None:
@@ -489,9 +568,11 @@ def test_late_labels_and_future_events_are_ignored_but_known_labels_count() -> N
     known = by_id(compute_features(transfers, events, fraud(at - US)))[target]
     assert known["payee_fraud_reports"] == 1
     assert known["payee_fraud_rate_reported"] > 0
-    assert {k: v for k, v in known.items() if not k.startswith("payee_fraud")} == {
-        k: v for k, v in base.items() if not k.startswith("payee_fraud")
-    }
+    assert known["payee_fraud_reports_1d"] == known["payee_fraud_reports_30d"] == 1
+    assert known["payee_days_since_fraud_report"] == pytest.approx(1e-6 / 86_400, rel=1e-6)
+    # Only label features moved: no other feature reads labels.
+    changed = {k for k, v in known.items() if v != base[k]}
+    assert changed <= {k for k in known if "fraud" in k} | {"payer_payee_reports_30d"}
 
     payer = transfers.filter(pl.col("transfer_id") == target)["payer_vpa"][0]
     future = pl.DataFrame(
@@ -648,7 +729,9 @@ def test_output_columns_types_order_and_targets(
     transfers, events, labels = ledger
     out = compute_features(transfers, events, labels)
     assert out.columns == ["transfer_id", *FEATURE_NAMES]
-    assert all(out.schema[name] == pl.Float64 for name in FEATURE_NAMES)
+    assert {name: out.schema[name] for name in FEATURE_NAMES} == FEATURE_DTYPES
+    assert out.schema["payer_count_24h"] == pl.Float32  # a count: exact in half the memory
+    assert out.schema["payer_amount_24h"] == pl.Float64
     assert out.select(pl.col(FEATURE_NAMES).is_nan().any()).row(0) == (False,) * len(FEATURE_NAMES)
     expected_order = transfers.sort("created_at", maintain_order=True)["transfer_id"]
     assert out["transfer_id"].equals(expected_order)
@@ -666,24 +749,28 @@ def test_missing_columns_are_named(ledger: tuple[pl.DataFrame, pl.DataFrame, pl.
         compute_features(transfers.drop("payer_device_id"), events, labels)
 
 
-def test_load_inputs_reads_the_warehouse(tmp_path, ledger) -> None:
-    from pipelines.ledger import contract as c
+def _ingested(tmp_path, ledger) -> Any:
+    """A warehouse holding `ledger`, ingested as landing files; returns its path."""
     from pipelines.ledger.current import refresh_transfers
     from pipelines.ledger.ingest import ingest_landing
     from pipelines.warehouse import warehouse
 
-    transfers, events, labels = ledger
     landing = tmp_path / "landing"
-    for stream, frame in (
-        (c.TRANSFERS, transfers),
-        (c.ACCOUNTS, events),
-        (c.LABELS_STREAM, labels),
-    ):
+    for stream, frame in zip((c.TRANSFERS, c.ACCOUNTS, c.LABELS_STREAM), ledger, strict=True):
         (landing / stream.name).mkdir(parents=True)
         frame.write_parquet(landing / stream.name / "part-0.parquet")
-    with warehouse(tmp_path / "warehouse.duckdb") as con:
+    path = tmp_path / "warehouse.duckdb"
+    with warehouse(path) as con:
         ingest_landing(con, landing)
         refresh_transfers(con)
+    return path
+
+
+def test_load_inputs_reads_the_warehouse(tmp_path, ledger) -> None:
+    from pipelines.warehouse import warehouse
+
+    transfers, events, labels = ledger
+    with warehouse(_ingested(tmp_path, ledger)) as con:
         loaded = load_inputs(con)
         since = transfers["created_at"].sort()[100]
         recent, _, recent_labels = load_inputs(con, since=since)
@@ -704,6 +791,28 @@ def test_load_inputs_reads_the_warehouse(tmp_path, ledger) -> None:
     assert from_warehouse.equals(compute_features(transfers, events, labels).sort("transfer_id"))
     assert recent.height == transfers.filter(pl.col("created_at") >= since).height
     assert set(recent_labels["transfer_id"]) <= set(recent["transfer_id"])
+
+
+def test_a_feature_table_of_an_older_catalogue_is_rebuilt_with_every_feature(
+    tmp_path, ledger
+) -> None:
+    """Features added to the catalogue: the stored table (fewer columns) is computed again."""
+    from pipelines.features.table import read_features, refresh_feature_table
+    from pipelines.warehouse import FEATURE_TABLE, warehouse
+
+    with warehouse(_ingested(tmp_path, ledger)) as con:
+        con.execute("CREATE SCHEMA features")
+        con.execute(
+            f"CREATE TABLE {FEATURE_TABLE} (transfer_id VARCHAR NOT NULL, "
+            "created_at TIMESTAMPTZ NOT NULL, amount_log DOUBLE)"
+        )
+        con.execute(
+            f"INSERT INTO {FEATURE_TABLE} SELECT transfer_id, created_at, -1.0 FROM ledger.transfers"
+        )
+        result = refresh_feature_table(con)
+        stored = read_features(con).select("transfer_id", *FEATURE_NAMES).sort("transfer_id")
+    assert result["computed"] == result["rows"] == ledger[0].height
+    assert stored.equals(compute_features(*ledger).sort("transfer_id"))
 
 
 def test_the_feature_job_process_starts_with_the_engines_memory_settings(tmp_path):

@@ -4,14 +4,25 @@ The engine (`pipelines.features.engine`) computes exactly these columns, in this
 batch training, backtests and the online decision API alike. Windows are half-open and end
 strictly before the transfer: "24 h" means prior transfers with created_at in [t - 24 h, t).
 Amounts are in rupees. Counts and sums over an empty history are 0; ratios, averages and
-times-since with nothing to measure are null.
+times-since with nothing to measure are null. Counts and 0/1 flags are Float32, exact and half
+the memory; the rest are Float64 (`FEATURE_DTYPES`).
+
+Label features and the label delay: a transfer's fraud is known from its first FRAUD label's
+reported_at (taken as its created_at if reported earlier), so a feature of transfer t counts a
+fraud only once it was reported strictly before t, about a transfer strictly before t. Labels
+arrive days after the fraud (a week is typical): a window's reports are the frauds *reported*
+in it, whenever they happened, and a window's fraud rate counts, among the transfers made in
+it, those already reported; so the 1-day rate sees only the fastest reports, and every rate
+is a lower bound of the true one that rises as reports come in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-GROUPS = ("transfer", "payer", "payee", "pair")
+import polars as pl
+
+GROUPS = ("transfer", "payer", "payee", "pair", "device")
 
 
 @dataclass(frozen=True)
@@ -19,7 +30,7 @@ class Feature:
     """One model input: its column name, whose history it reads, and what it means."""
 
     name: str
-    group: str  # "transfer" | "payer" | "payee" | "pair"
+    group: str  # one of GROUPS
     meaning: str
 
     def __post_init__(self) -> None:
@@ -34,6 +45,41 @@ def _windows(stem: str, group: str, meaning: str, windows: tuple[str, ...]) -> l
 
 
 _PAYER_WINDOWS = ("5m", "1h", "24h", "7d", "30d")
+LABEL_WINDOWS = ("1d", "7d", "30d")
+# Whose transfers each family of label features reads, as the group's own words put it.
+_LABEL_ENTITIES = {
+    "payer": "the payer's transfers",
+    "payee": "transfers to the payee",
+    "device": "transfers made from the payer's device (any payer)",
+}
+
+
+def _label_recency(group: str) -> list[Feature]:
+    """Recent fraud reports on an entity's transfers: reports in each window, the fraud rate
+    of each window's transfers, days since the latest report (see the module docstring)."""
+    whose = _LABEL_ENTITIES[group]
+    return [
+        *_windows(
+            f"{group}_fraud_reports",
+            group,
+            f"{whose} whose fraud was first reported in the prior {{w}} (reports arrive days "
+            "after the fraud: counts frauds reported, not made, in the window)",
+            LABEL_WINDOWS,
+        ),
+        *_windows(
+            f"{group}_fraud_rate",
+            group,
+            f"share of {whose} made in the prior {{w}} whose fraud was reported before the "
+            "transfer (a lower bound: recent frauds are mostly not reported yet)",
+            LABEL_WINDOWS,
+        ),
+        Feature(
+            f"{group}_days_since_fraud_report",
+            group,
+            f"days since the latest first fraud report on {whose}, null if none",
+        ),
+    ]
+
 
 FEATURES: tuple[Feature, ...] = (
     # --- the transfer itself
@@ -156,6 +202,17 @@ FEATURES: tuple[Feature, ...] = (
         "payee",
         "share of the payee's prior-7d inbound transfers that FAILED",
     ),
+    *_label_recency("payee"),
+    Feature(
+        "payee_new_payer_share_7d",
+        "payee",
+        "share of the payee's prior-7d inbound transfers that were the payer's first to it",
+    ),
+    Feature(
+        "payee_amount_ratio_mean_30d",
+        "payee",
+        "amount / mean of the payee's successful inbound amounts in the prior 30d (its ticket)",
+    ),
     # --- the (payer, payee) pair
     Feature("pair_prior_count", "pair", "prior transfers from this payer to this payee, ever"),
     Feature("pair_is_first", "pair", "1 if the payer never tried to pay this payee before"),
@@ -165,7 +222,53 @@ FEATURES: tuple[Feature, ...] = (
         "amount / mean amount of the pair's prior transfers (any status)",
     ),
     Feature("pair_days_since_last", "pair", "days since the pair's latest prior transfer"),
+    # --- the payer's own fraud reports, and its counterparties'
+    *_label_recency("payer"),
+    Feature(
+        "payer_payee_reports_30d",
+        "payer",
+        "over the payer's prior-30d transfers, the sum of each one's payee_fraud_reports_30d "
+        "(the payees' reports as known when it paid them: two hops, payer -> payee -> reports)",
+    ),
+    # --- the payer's device (by payer_device_id), whoever pays from it
+    *_label_recency("device"),
+    Feature(
+        "device_payers_7d",
+        "device",
+        "distinct payers of the prior-7d transfers made from the payer's device (fan-out)",
+    ),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+
+# Counts and 0/1 flags are whole numbers: Float32 holds them exactly (below 2**24, far above
+# any count here) in half the memory of Float64, which the other features keep.
+WHOLE_NUMBER_FEATURES: frozenset[str] = frozenset(
+    (
+        "payee_is_merchant",
+        "channel_chat",
+        "channel_qr",
+        "channel_intent",
+        "channel_collect",
+        "hour_ist",
+        "is_night_ist",
+        *(f"payer_count_{w}" for w in _PAYER_WINDOWS),
+        "payer_new_device",
+        "payer_distinct_payees_24h",
+        "payer_failed_pin_24h",
+        "payer_failed_funds_24h",
+        *(f"payee_distinct_payers_{w}" for w in ("1h", "24h", "7d")),
+        "payee_fraud_reports",
+        "pair_prior_count",
+        "pair_is_first",
+        *(f"{g}_fraud_reports_{w}" for g in _LABEL_ENTITIES for w in LABEL_WINDOWS),
+        "payer_payee_reports_30d",
+        "device_payers_7d",
+    )
+)
+if not set(FEATURE_NAMES) >= WHOLE_NUMBER_FEATURES:
+    raise ValueError(f"not features: {sorted(WHOLE_NUMBER_FEATURES - set(FEATURE_NAMES))}")
+FEATURE_DTYPES: dict[str, type[pl.DataType]] = {
+    name: pl.Float32 if name in WHOLE_NUMBER_FEATURES else pl.Float64 for name in FEATURE_NAMES
+}

@@ -5,9 +5,13 @@ A third formulation of every feature of `definitions.py`, as a Polars user would
 median, std, min and max siblings) for the window [t - w, t), where closed="left" leaves out
 the transfer itself and its ties; `DataFrame.rolling(..., group_by=key, closed="left")` for
 distinct counterparties; `join_asof(..., allow_exact_matches=False)` for account events and
-fraud reports; a window as long as the ledger for lifetime features. The benchmark runs it as
-the strongest plain baseline and the tests check that it agrees with the engine. It is slower
-than `engine.compute_features` on millions of rows: use the engine.
+the payee's fraud reports ever; a window as long as the ledger for lifetime features. Recent
+fraud reports and fraud rates of the payer, the payee and the device are the same rolling
+windows over one time line per key that holds its transfers and, for each of its reported
+frauds, a row at the moment it became known and +1 / -1 marks that count it in the rates of
+the windows it was made in (see `_label_recency`). The benchmark runs it as the strongest
+plain baseline and the tests check that it agrees with the engine. It is slower than
+`engine.compute_features` on millions of rows: use the engine.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ import polars as pl
 
 from pipelines.features.definitions import FEATURE_NAMES
 from pipelines.features.engine.inputs import CHANNELS, DAY, HOUR
+from pipelines.features.engine.labels import LABEL_WINDOWS
 from pipelines.features.engine.pair import DISTINCT_WINDOWS
 from pipelines.features.engine.payee import FRAUD_RATE_PRIOR
 from pipelines.features.engine.payer import PAYER_EVENTS, PAYER_WINDOWS
 from pipelines.india_time import IST_TIME_ZONE
 
 PAYER, PAYEE, PAIR = "payer_vpa", "payee_vpa", ("payer_vpa", "payee_vpa")
+DEVICE = "payer_device_id"
+LABEL_KEYS = {"payer": PAYER, "payee": PAYEE, "device": DEVICE}
+LABEL_SPANS = {w: timedelta(microseconds=us) for w, us in LABEL_WINDOWS.items()}  # 1d = 24 h
 _OK = pl.col("status").is_in(["SUCCESS", "REVERSED"])
 _FAILED = pl.col("status") == "FAILED"
 
@@ -117,6 +125,12 @@ def _payee_features() -> list[pl.Expr]:
         _prior("sent", "sum", "24h", PAYEE).alias("inbound_24h"),
         (count["24h"] / ((count["8d"] - count["24h"]) / 7 + 1)).alias("payee_volume_spike"),
         _share(_prior("failed", "sum", "7d", PAYEE), count["7d"]).alias("payee_decline_rate_7d"),
+        _share(_prior("first_to_payee", "sum", "7d", PAYEE), count["7d"]).alias(
+            "payee_new_payer_share_7d"
+        ),
+        (pl.col("amount_paise") / _prior("ok_amount", "mean", "30d", PAYEE)).alias(
+            "payee_amount_ratio_mean_30d"
+        ),
         _prior_rank(PAYEE).alias("payee_prior"),
     ]
 
@@ -174,20 +188,99 @@ def _first_seen(t: pl.LazyFrame) -> pl.LazyFrame:
     return both.group_by(PAYEE).agg(pl.col("created_at").min().alias("first_seen"))
 
 
-def _fraud_reports(t: pl.LazyFrame, labels: pl.DataFrame) -> pl.LazyFrame:
-    """Per payee, the running count of its reported transfers, each counting from max(its
-    created_at, its first FRAUD report) on, sorted by that moment."""
+def _frauds(t: pl.LazyFrame, labels: pl.DataFrame) -> pl.LazyFrame:
+    """Each reported transfer: its keys, created_at and known_at, max(its created_at, its
+    first FRAUD report)."""
     return (
         labels.lazy()
         .filter(pl.col("label") == "FRAUD")
         .with_columns(_utc("reported_at"))
         .group_by("transfer_id")
         .agg(pl.col("reported_at").min())
-        .join(t.select("transfer_id", PAYEE, "created_at"), on="transfer_id")
-        .group_by(PAYEE, pl.max_horizontal("created_at", "reported_at").alias("known_at"))
+        .join(t.select("transfer_id", *LABEL_KEYS.values(), "created_at"), on="transfer_id")
+        .select(
+            *LABEL_KEYS.values(),
+            "created_at",
+            known_at=pl.max_horizontal("created_at", "reported_at"),
+        )
+    )
+
+
+def _fraud_reports(frauds: pl.LazyFrame) -> pl.LazyFrame:
+    """Per payee, the running count of its reported transfers, each counting from its
+    known_at on, sorted by that moment."""
+    return (
+        frauds.group_by(PAYEE, "known_at")
         .len()
         .sort("known_at")
         .select(PAYEE, "known_at", reports=pl.col("len").cum_sum().over(PAYEE))
+    )
+
+
+def _label_recency(
+    t: pl.LazyFrame, frauds: pl.LazyFrame, entity: str, ever: timedelta
+) -> pl.LazyFrame:
+    """Per transfer: the entity's fraud reports and fraud rates in each window, and the days
+    since its latest report.
+
+    One timeline per key: each transfer asks at its created_at; each fraud is a row at its
+    known_at (a report), where it also starts counting (enter_w = 1) in the rate of the w
+    windows it was made in, until created_at + w, where a row takes it out (enter_w = -1).
+    So a fraud made at c and known at k counts in the rate of the transfers at t with
+    k < t <= c + w, those whose window [t - w, t) holds c and which come after the report.
+    """
+    key = LABEL_KEYS[entity]
+    none = {"transfer_id": pl.lit(None, pl.String), "known_us": pl.lit(None, pl.Int64)}
+    asks = t.select(
+        pl.col(key).alias("key"),
+        "created_at",
+        "transfer_id",
+        known_us=none["known_us"],
+        **{f"enter_{w}": pl.lit(0, pl.Int64) for w in LABEL_SPANS},
+    )
+    before_end = {
+        w: pl.col("known_at") < pl.col("created_at") + span for w, span in LABEL_SPANS.items()
+    }
+    known = frauds.select(
+        pl.col(key).alias("key"),
+        pl.col("known_at").alias("created_at"),
+        transfer_id=none["transfer_id"],
+        known_us=pl.col("known_at").dt.epoch("us"),
+        **{f"enter_{w}": before_end[w].cast(pl.Int64) for w in LABEL_SPANS},
+    )
+    leave = [
+        frauds.filter(before_end[w]).select(
+            pl.col(key).alias("key"),
+            pl.col("created_at") + span,
+            **none,
+            **{f"enter_{v}": pl.lit(-1 if v == w else 0, pl.Int64) for v in LABEL_SPANS},
+        )
+        for w, span in LABEL_SPANS.items()
+    ]
+    asking = pl.col("transfer_id").is_not_null()
+    reported = pl.col("known_us").is_not_null()
+    return (
+        pl.concat([asks, known, *leave])
+        .sort("created_at")
+        .with_columns(asking=asking, reported=reported)
+        .select(
+            "transfer_id",
+            *(
+                _prior("reported", "sum", span, "key").alias(f"{entity}_fraud_reports_{w}")
+                for w, span in LABEL_SPANS.items()
+            ),
+            *(
+                _share(
+                    _prior(f"enter_{w}", "sum", ever, "key"),
+                    _prior("asking", "sum", span, "key"),
+                ).alias(f"{entity}_fraud_rate_{w}")
+                for w, span in LABEL_SPANS.items()
+            ),
+            (
+                (pl.col("created_at").dt.epoch("us") - _prior("known_us", "max", ever, "key")) / DAY
+            ).alias(f"{entity}_days_since_fraud_report"),
+        )
+        .filter(asking)
     )
 
 
@@ -231,8 +324,12 @@ def compute_features_polars(
     distinct = [_distinct(t, PAYER, PAYEE, "24h", "payer_distinct_payees_24h")] + [
         _distinct(t, PAYEE, PAYER, w, f"payee_distinct_payers_{w}") for w in DISTINCT_WINDOWS
     ]
-    for key, counts in zip([PAYER, PAYEE, PAYEE, PAYEE], distinct, strict=True):
+    distinct.append(_distinct(t, DEVICE, PAYER, "7d", "device_payers_7d"))
+    for key, counts in zip([PAYER, PAYEE, PAYEE, PAYEE, DEVICE], distinct, strict=True):
         frame = frame.join(counts, on=[key, "created_at"], how="left")
+    frauds = _frauds(t, labels)
+    for entity in LABEL_KEYS:
+        frame = frame.join(_label_recency(t, frauds, entity, ever), on="transfer_id", how="left")
     frame = (
         frame.join(_passed_on(t), on="transfer_id", how="left")
         .join(_first_seen(t), on=PAYEE, how="left")
@@ -243,8 +340,10 @@ def compute_features_polars(
         frame = frame.with_columns(_hours_since(kind).alias(name))
     registered = _events(account_events, "REGISTERED", PAYEE, "payee_registered")
     frame = _latest_before(frame, registered, "payee_registered", PAYEE)
-    frame = _latest_before(frame, _fraud_reports(t, labels), "known_at", PAYEE).with_columns(
-        pl.col("reports").fill_null(0)
+    frame = _latest_before(frame, _fraud_reports(frauds), "known_at", PAYEE).with_columns(
+        pl.col("reports").fill_null(0),
+        # Two hops: the payer's prior-30d transfers, each with its payee's reports as then.
+        _prior("payee_fraud_reports_30d", "sum", "30d", PAYER).alias("payer_payee_reports_30d"),
     )
     frame = frame.with_columns(
         (pl.col("inbound_24h") / 100).alias("payee_inbound_amount_24h"),

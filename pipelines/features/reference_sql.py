@@ -1,11 +1,16 @@
-"""The same features in plain DuckDB SQL: RANGE window frames and as-of joins, no tricks.
+"""The same features in plain DuckDB SQL: RANGE window frames and as-of joins.
 
 A second, independent formulation of every feature of `definitions.py`, read straight off the
 definitions: window frames `RANGE BETWEEN INTERVAL w PRECEDING AND INTERVAL 1 MICROSECOND
-PRECEDING`, i.e. [t - w, t) with ties and the row itself left out, partitioned by payer, payee
-and pair; ASOF joins (`created_at > event_time`) for account events and fraud reports. It is
-the benchmark's baseline and the tests check that it agrees with the engine. It is much
-slower than `engine.compute_features` on millions of rows: use the engine.
+PRECEDING`, i.e. [t - w, t) with ties and the row itself left out, partitioned by payer, payee,
+pair and device; ASOF joins (`created_at > event_time`) for account events and the payee's
+fraud reports ever. The recent-report features run the same frames over one time line per
+entity (payer, payee, device): its transfers, plus for each fraud-labelled transfer of it a row
+at its known_at (a report) and +1 / -1 marks that count it in the fraud rate of the windows it
+was made in from that moment on; the two-hop payer_payee_reports_30d sums those payee reports
+over the payer's 30-day frame. It is the benchmark's baseline and the tests check that it
+agrees with the engine. It is much slower than `engine.compute_features` on millions of rows:
+use the engine.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ _PAYER_SPANS = {
     "30d": "30 DAYS",
 }
 _PAYEE_SPANS = {"1h": "1 HOUR", "24h": "24 HOURS", "7d": "7 DAYS"}
+_LABEL_SPANS = {"1d": "24 HOURS", "7d": "168 HOURS", "30d": "720 HOURS"}  # a day is 24 hours
+_LABEL_KEYS = {"payer": "payer_vpa", "payee": "payee_vpa", "device": "payer_device_id"}
 
 _PAYER_AGGS = ",\n        ".join(
     f"count(*) OVER p{w} AS payer_count_{w}, "
@@ -49,17 +56,65 @@ _PAYEE_AGGS = ",\n        ".join(
 )
 _PAYER_WINDOWS = _windows("p", "payer_vpa", _PAYER_SPANS)
 _PAYEE_WINDOWS = _windows("e", "payee_vpa", _PAYEE_SPANS)
+_LABEL_WINDOWS = _windows("r", "entity, key", _LABEL_SPANS)
+_LABEL_EVER = _frame("entity, key", "UNBOUNDED PRECEDING")
 # The 7 days before the last 24 hours: [t - 8d, t - 24h).
 _WEEK_BEFORE = _frame(
     "payee_vpa", "INTERVAL 8 DAYS PRECEDING", "INTERVAL '24 hours 1 microsecond' PRECEDING"
 )
 _PAYEE_EVER = _frame("payee_vpa", "UNBOUNDED PRECEDING")
+_PAYEE_MONTH = _frame("payee_vpa", "INTERVAL 30 DAYS PRECEDING")
+_DEVICE_WEEK = _frame("payer_device_id", "INTERVAL 7 DAYS PRECEDING")
 _PAIR_EVER = _frame("payer_vpa, payee_vpa", "UNBOUNDED PRECEDING")
 _SENT_24H = _frame("vpa", "INTERVAL 24 HOURS PRECEDING")
 _COUNTS_OUT = ", ".join(f"payer.payer_count_{w}::DOUBLE AS payer_count_{w}" for w in _PAYER_SPANS)
 _AMOUNTS_OUT = ", ".join(f"payer.payer_amount_{w} AS payer_amount_{w}" for w in _PAYER_SPANS)
 _DISTINCT_OUT = ", ".join(
     f"payee.payee_distinct_payers_{w}::DOUBLE AS payee_distinct_payers_{w}" for w in _PAYEE_SPANS
+)
+
+_ENTITY_ROWS = "\n          UNION ALL\n          ".join(
+    f"SELECT '{entity}' AS entity, {key} AS key, transfer_id, created_at FROM t"
+    for entity, key in _LABEL_KEYS.items()
+)
+_ENTITY_FRAUDS = "\n    UNION ALL\n    ".join(
+    f"SELECT '{entity}' AS entity, {key} AS key, created_at, known_at FROM fraud"
+    for entity, key in _LABEL_KEYS.items()
+)
+_NO_MARKS = ",\n           ".join(f"0 AS enter_{w}" for w in _LABEL_SPANS)
+_ENTER = ",\n           ".join(
+    f"(known_at < created_at + INTERVAL {span})::INTEGER" for span in _LABEL_SPANS.values()
+)
+_LEAVE = "\n    UNION ALL\n    ".join(
+    "SELECT entity, key, created_at + INTERVAL {span}, NULL, NULL, {marks}\n    "
+    "FROM entity_frauds WHERE known_at < created_at + INTERVAL {span}".format(
+        span=span, marks=", ".join("-1" if v == w else "0" for v in _LABEL_SPANS)
+    )
+    for w, span in _LABEL_SPANS.items()
+)
+_LABEL_AGGS = ",\n        ".join(
+    f"count(known_at) OVER r{w} AS reports_{w},\n        "
+    f"count(transfer_id) OVER r{w} AS made_{w},\n        "
+    f"sum(enter_{w}) OVER ever AS known_made_{w}"
+    for w in _LABEL_SPANS
+)
+_LABELS_OUT = ",\n    ".join(
+    f"{e}_labels.reports_{w}::DOUBLE AS {e}_fraud_reports_{w}, "
+    f"{e}_labels.known_made_{w} / NULLIF({e}_labels.made_{w}, 0) AS {e}_fraud_rate_{w}"
+    for e in _LABEL_KEYS
+    for w in _LABEL_SPANS
+)
+_DAYS_SINCE_OUT = ",\n    ".join(
+    f"(epoch_us(t.created_at) - epoch_us({e}_labels.last_known)) / 8.64e10 "
+    f"AS {e}_days_since_fraud_report"
+    for e in _LABEL_KEYS
+)
+# LEFT joins, though every transfer has its row under each entity: inner joins filtered by
+# entity made DuckDB estimate so few rows that it planned the ASOF joins as nested loops.
+_LABELS_JOIN = "\n".join(
+    f"LEFT JOIN label_windows {e}_labels "
+    f"ON {e}_labels.transfer_id = t.transfer_id AND {e}_labels.entity = '{e}'"
+    for e in _LABEL_KEYS
 )
 
 FEATURES_SQL = f"""
@@ -103,11 +158,18 @@ payee AS (
         count(*) OVER week_before AS payee_count_week_before,
         count(*) FILTER (WHERE failed) OVER e7d AS payee_failed_7d,
         count(*) OVER e7d AS payee_count_7d,
+        count(*) FILTER (WHERE first_to_payee) OVER e7d AS new_payers_7d,
+        avg(amount_paise) FILTER (WHERE ok) OVER e30d AS ok_mean_30d,
         count(*) OVER ever AS payee_prior
-    FROM t
+    FROM marked
     WINDOW {_PAYEE_WINDOWS},
         week_before AS {_WEEK_BEFORE},
+        e30d AS {_PAYEE_MONTH},
         ever AS {_PAYEE_EVER}
+),
+device AS (
+    SELECT transfer_id, count(DISTINCT payer_vpa) OVER {_DEVICE_WEEK} AS device_payers_7d
+    FROM t
 ),
 pair AS (
     SELECT transfer_id,
@@ -135,17 +197,52 @@ first_seen AS (
     FROM (SELECT payer_vpa AS vpa, created_at FROM t UNION ALL SELECT payee_vpa, created_at FROM t)
     GROUP BY vpa
 ),
-fraud AS (
-    SELECT t.payee_vpa, greatest(t.created_at, min(l.reported_at)) AS known_at
+fraud AS (  -- each reported transfer, its fraud known from its first report (not before it)
+    SELECT t.payer_vpa, t.payee_vpa, t.payer_device_id, t.created_at,
+           greatest(t.created_at, min(l.reported_at)) AS known_at
     FROM t JOIN {{labels}} l USING (transfer_id)
     WHERE l.label = 'FRAUD'
-    GROUP BY t.transfer_id, t.payee_vpa, t.created_at
+    GROUP BY t.transfer_id, t.payer_vpa, t.payee_vpa, t.payer_device_id, t.created_at
 ),
 fraud_running AS (
     SELECT payee_vpa, known_at,
         count(*) OVER (PARTITION BY payee_vpa ORDER BY known_at
                        RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS reports
     FROM fraud
+),
+entity_frauds AS (  -- each fraud under its payer, its payee and its device
+    {_ENTITY_FRAUDS}
+),
+label_timeline AS (
+    -- Per entity key: each transfer, asking at its created_at (no marks); each fraud made at c
+    -- and known at k, a report at k. It counts in the w-rate of the transfers at t whose
+    -- window [t - w, t) holds c and that come after k, those with k < t <= c + w: marks
+    -- enter_w, +1 at k and -1 at c + w (none if k >= c + w), summed strictly before t.
+    SELECT entity, key, created_at, transfer_id, NULL AS known_at,
+           {_NO_MARKS}
+    FROM ({_ENTITY_ROWS})
+    UNION ALL
+    SELECT entity, key, known_at, NULL, known_at,
+           {_ENTER}
+    FROM entity_frauds
+    UNION ALL
+    {_LEAVE}
+),
+label_windows AS (  -- per transfer and entity: reports, made and made-and-known, last report
+    SELECT entity, transfer_id,
+        {_LABEL_AGGS},
+        max(known_at) OVER ever AS last_known
+    FROM label_timeline
+    WINDOW {_LABEL_WINDOWS},
+        ever AS {_LABEL_EVER}
+    QUALIFY transfer_id IS NOT NULL
+),
+two_hops AS (  -- the payer's prior-30d transfers, each with its payee's 30d reports then
+    SELECT t.transfer_id, coalesce(sum(payee_labels.reports_30d) OVER p30d, 0)
+        AS payer_payee_reports_30d
+    FROM t JOIN label_windows payee_labels
+        ON payee_labels.transfer_id = t.transfer_id AND payee_labels.entity = 'payee'
+    WINDOW p30d AS {_frame("payer_vpa", "INTERVAL 30 DAYS PRECEDING")}
 ),
 registered AS (SELECT vpa, event_time FROM {{events}} WHERE event_type = 'REGISTERED'),
 bound AS (SELECT vpa, event_time FROM {{events}} WHERE event_type = 'DEVICE_BOUND'),
@@ -190,6 +287,12 @@ SELECT
     coalesce(fraud_running.reports, 0) / (payee.payee_prior + 10.0) AS payee_fraud_rate_reported,
     coalesce(fraud_running.reports, 0)::DOUBLE AS payee_fraud_reports,
     payee.payee_failed_7d / NULLIF(payee.payee_count_7d, 0) AS payee_decline_rate_7d,
+    payee.new_payers_7d / NULLIF(payee.payee_count_7d, 0) AS payee_new_payer_share_7d,
+    t.amount_paise / payee.ok_mean_30d AS payee_amount_ratio_mean_30d,
+    two_hops.payer_payee_reports_30d::DOUBLE AS payer_payee_reports_30d,
+    device.device_payers_7d::DOUBLE AS device_payers_7d,
+    {_LABELS_OUT},
+    {_DAYS_SINCE_OUT},
     pair.pair_prior_count::DOUBLE AS pair_prior_count,
     (pair.pair_prior_count = 0)::DOUBLE AS pair_is_first,
     t.amount_paise / pair.pair_mean AS pair_amount_ratio_mean,
@@ -199,6 +302,9 @@ JOIN payer USING (transfer_id)
 JOIN payee USING (transfer_id)
 JOIN pair USING (transfer_id)
 JOIN passthrough USING (transfer_id)
+LEFT JOIN device USING (transfer_id)
+LEFT JOIN two_hops USING (transfer_id)
+{_LABELS_JOIN}
 LEFT JOIN first_seen ON first_seen.vpa = t.payee_vpa
 ASOF LEFT JOIN registered reg_payer
     ON reg_payer.vpa = t.payer_vpa AND t.created_at > reg_payer.event_time

@@ -16,18 +16,30 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.features.definitions import FEATURE_NAMES
+from pipelines.features.definitions import FEATURE_DTYPES, FEATURE_NAMES
 from pipelines.features.engine import JOB_ENVIRONMENT, compute_features, load_inputs
 from pipelines.warehouse import FEATURE_TABLE, scalar, table_exists, warehouse
 
+_SQL_TYPES = {pl.Float32: "FLOAT", pl.Float64: "DOUBLE"}
+_COLUMNS = [
+    ("transfer_id", "VARCHAR"),
+    ("created_at", "TIMESTAMP WITH TIME ZONE"),
+    *((name, _SQL_TYPES[FEATURE_DTYPES[name]]) for name in FEATURE_NAMES),
+]
+
 
 def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the table; a table of another catalogue (features added, say) is dropped, so
+    that every transfer is computed again with today's features: they are a pure function of
+    the ledger, so the rebuilt rows are what the old ones would have been, plus the new."""
     con.execute("CREATE SCHEMA IF NOT EXISTS features")
-    columns = ", ".join(f"{name} DOUBLE" for name in FEATURE_NAMES)
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {FEATURE_TABLE} (transfer_id VARCHAR NOT NULL, "
-        f"created_at TIMESTAMPTZ NOT NULL, {columns})"
-    )
+    if table_exists(con, FEATURE_TABLE):
+        stored = [tuple(row[:2]) for row in con.sql(f"DESCRIBE {FEATURE_TABLE}").fetchall()]
+        if stored != _COLUMNS:
+            con.execute(f"DROP TABLE {FEATURE_TABLE}")
+    columns = ", ".join(f"{name} {sql_type} NOT NULL" for name, sql_type in _COLUMNS[:2])
+    columns += "".join(f", {name} {sql_type}" for name, sql_type in _COLUMNS[2:])
+    con.execute(f"CREATE TABLE IF NOT EXISTS {FEATURE_TABLE} ({columns})")
 
 
 def refresh_feature_table(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

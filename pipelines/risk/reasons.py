@@ -36,6 +36,13 @@ class ReasonCode:
 
 FEATURE_CODES: tuple[ReasonCode, ...] = (
     ReasonCode(
+        "PAYEE_REPORTED_RECENTLY",
+        "Transfers to the payee were reported as fraud in the last 7 days.",
+        "feature",
+        _f("payee_fraud_reports_7d") >= 1,
+        97,
+    ),
+    ReasonCode(
         "PAYEE_REPORTED_FRAUD",
         "The payee has received transfers reported as fraud (3+ reports, or 1%+ of its inbound).",
         "feature",
@@ -49,6 +56,13 @@ FEATURE_CODES: tuple[ReasonCode, ...] = (
         "feature",
         (_f("payee_passthrough_24h") >= 0.8) & (_f("payee_inbound_amount_24h") >= 10_000),
         90,
+    ),
+    ReasonCode(
+        "DEVICE_REPORTED_FRAUD",
+        "Transfers made from the payer's device were reported as fraud in the last 30 days.",
+        "feature",
+        _f("device_fraud_reports_30d") >= 1,
+        88,
     ),
     ReasonCode(
         "REPEATED_FAILED_PIN",
@@ -88,6 +102,13 @@ FEATURE_CODES: tuple[ReasonCode, ...] = (
         70,
     ),
     ReasonCode(
+        "SHARED_DEVICE",
+        "The payer's device was used by 3+ payers in the last 7 days.",
+        "feature",
+        _f("device_payers_7d") >= 3,
+        68,
+    ),
+    ReasonCode(
         "FIRST_TIME_PAYEE_HIGH_AMOUNT",
         "₹10,000+ to a payee the payer has never paid before.",
         "feature",
@@ -101,6 +122,13 @@ FEATURE_CODES: tuple[ReasonCode, ...] = (
         (_RUPEES >= 2_000)
         & ((_f("payer_amount_ratio_median_30d") >= 10) | (_f("payer_amount_zscore_30d") >= 4)),
         60,
+    ),
+    ReasonCode(
+        "AMOUNT_FAR_ABOVE_PAYEE_TICKET",
+        "₹2,000+ and 10x+ the payee's usual amount (its 30-day mean received).",
+        "feature",
+        (_RUPEES >= 2_000) & (_f("payee_amount_ratio_mean_30d") >= 10),
+        58,
     ),
     ReasonCode(
         "PAYEE_NEW_ACCOUNT",
@@ -135,6 +163,13 @@ FEATURE_CODES: tuple[ReasonCode, ...] = (
         "feature",
         (_f("payer_distinct_payees_24h") >= 5) & (_f("payer_new_payee_share_24h") >= 0.8),
         45,
+    ),
+    ReasonCode(
+        "PAYER_PAID_REPORTED_PAYEES",
+        "Payees the payer paid in the last 30 days had 3+ fraud reports when paid.",
+        "feature",
+        _f("payer_payee_reports_30d") >= 3,
+        42,
     ),
     ReasonCode(
         "PAYEE_VOLUME_SPIKE",

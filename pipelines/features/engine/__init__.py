@@ -19,21 +19,25 @@ Choices the catalogue (`definitions.py`) states in one line each:
   make a device "seen", because a takeover binds the new device just before paying;
 - `payer_hours_since_*` and `payee_account_age_hours` use the latest matching event before t;
 - a transfer counts in `payee_fraud_reports` once its first FRAUD label is reported; LEGIT
-  labels are not used;
+  labels are not used; the recent-report features (`<payer|payee|device>_fraud_reports_<w>`,
+  `..._fraud_rate_<w>`, `..._days_since_fraud_report`) date a fraud by that first report;
 - `payer_amount_zscore_30d` uses the sample standard deviation.
 
-How it is fast: every key (payer, payee, pair) is one sort of the rows by (key, created_at), and
+How it is fast: every key (payer, payee, pair, device) is one sort of the rows by (key, created_at), and
 a row's prior window is a slice of its key's run; counts are index differences and sums are
 differences of prefix sums. Everything is numpy over whole columns. The modules, in the order
 a batch goes through them:
 - `inputs`: the warehouse's frames, checked, as numpy columns in created_at order;
 - `sorted_keys`: the sort by (key, created_at) and lookups in it; `windows`: window starts,
   sums and medians over them; `events`: account events merged into the sorted transfers;
-- `transfer`, `payer`, `payee`, `pair`: the feature families, one module each, as the
-  catalogue's groups;
+- `transfer`, `payer`, `payee`, `pair`, `device`: the feature families, one module each, as
+  the catalogue's groups; `labels`: the recent fraud reports of any of those keys, each
+  reported fraud merged into its key's positions once;
 - `batch`: `compute_features`, which runs the families on two threads for big batches;
-  `output`: writing features into the output block; `memory`: mapping that block up front,
-  and `JOB_ENVIRONMENT`, what the process computing big batches should start with;
+  `output`: writing features into the output blocks (float64, and float32 for counts and
+  flags); `memory`: mapping those blocks up front and giving each row back once the output
+  frame holds it, and `JOB_ENVIRONMENT`, what the process computing big batches should start
+  with;
   `_kernels`: numba loops that replace numpy steps in big batches;
 - `single_transfer`: `features_for_transfer`, the online path, by the same batch code.
 """

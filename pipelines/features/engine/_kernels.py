@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numba
 import numpy as np
-from numba import boolean, float64, int64, void
+from numba import boolean, float32, float64, int64, void
 
 from pipelines.features.engine.inputs import HOUR
 
@@ -40,7 +40,13 @@ def _kernel(*signatures: object) -> Callable[[Callable[..., None]], Callable[...
     return compile_kernel
 
 
-@_kernel(*(void(float64[::1], _POSITIONS, v[::1]) for v in (boolean, int64, float64)))
+@_kernel(
+    *(
+        void(out[::1], _POSITIONS, v[::1])
+        for out in (float64, float32)
+        for v in (boolean, int64, float64)
+    )
+)
 def scatter(out: np.ndarray, perm: np.ndarray, values: np.ndarray) -> None:
     """out[perm[i]] = values[i], cast to out's type; perm has no repeats, so threads never
     write the same element. On 10M rows 3-4x faster than numpy's `out[perm] = values` here."""

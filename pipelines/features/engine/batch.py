@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 import numpy as np
 import polars as pl
 
-from pipelines.features.definitions import FEATURE_NAMES
+from pipelines.features.definitions import FEATURE_DTYPES, FEATURE_NAMES
+from pipelines.features.engine.device import device_features
 from pipelines.features.engine.inputs import EventTable, Inputs, event_table, prepare
-from pipelines.features.engine.memory import populated_block
-from pipelines.features.engine.output import Out
+from pipelines.features.engine.memory import populated_block, release_row
+from pipelines.features.engine.output import BLOCK_FEATURES, Out
 from pipelines.features.engine.pair import pair_features
 from pipelines.features.engine.payee import Onward, passthrough, payee_features
 from pipelines.features.engine.payer import (
@@ -44,28 +45,26 @@ def compute_features(
     """Every feature of FEATURE_NAMES for each transfer, point in time (see the engine's doc).
 
     `transfers` has at least TRANSFER_COLUMNS, one row per transfer_id (its current state, as
-    in ledger.transfers). Returns transfer_id plus one Float64 column per feature, null where
-    unknown, one row per transfer in created_at order (ties in input order). `targets` limits
+    in ledger.transfers). Returns transfer_id plus one column per feature (of its
+    `FEATURE_DTYPES` type), null where unknown, one row per transfer in created_at order (ties in input order). `targets` limits
     the output to those transfer_ids; every transfer still counts as history.
     """
     big = transfers.height >= BIG_BATCH
     with ThreadPoolExecutor(2) as pool:
         ready = None
         if big:  # made ready while the inputs are read
-            block = pool.submit(populated_block, len(FEATURE_NAMES), transfers.height)
-            ready = block, pool.submit(_big_batch_kernels)
+            blocks = pool.submit(_populated_blocks, transfers.height)
+            ready = blocks, pool.submit(_big_batch_kernels)
         inp = prepare(transfers, labels)
         if inp.t.size == 0:
-            return pl.DataFrame(
-                schema={"transfer_id": pl.String, **dict.fromkeys(FEATURE_NAMES, pl.Float64)}
-            )
-        block = _compute(inp, account_events, ready)
-    frame = pl.DataFrame(
-        [
-            inp.transfer_id,
-            *(pl.Series(name, block[i], nan_to_null=True) for i, name in enumerate(FEATURE_NAMES)),
-        ]
-    )
+            return pl.DataFrame(schema={"transfer_id": pl.String, **FEATURE_DTYPES})
+        blocks = _compute(inp, account_events, ready)
+    columns = {"transfer_id": inp.transfer_id}
+    for dtype, names in BLOCK_FEATURES.items():
+        for i, name in enumerate(names):
+            columns[name] = pl.Series(name, blocks[dtype][i], nan_to_null=True)
+            release_row(blocks[dtype], i)
+    frame = pl.DataFrame([columns[name] for name in ("transfer_id", *FEATURE_NAMES)])
     if targets is not None:
         frame = frame.filter(pl.col("transfer_id").is_in(targets.implode()))
     return frame
@@ -74,9 +73,9 @@ def compute_features(
 def _compute(
     inp: Inputs,
     account_events: pl.DataFrame,
-    big: tuple[Future[np.ndarray], Future[ModuleType]] | None = None,
-) -> np.ndarray:
-    """Every feature, one row of the returned block per FEATURE_NAMES, in created_at order.
+    big: tuple[Future[dict[type, np.ndarray]], Future[ModuleType]] | None = None,
+) -> dict[type, np.ndarray]:
+    """Every feature, in created_at order, in the blocks of `output.BLOCK_FEATURES`.
 
     The payer side runs on this thread and, in big batches, the payee side on a second one, in
     three steps joined in turn (each side needs the other's result of the step before). numpy,
@@ -105,17 +104,22 @@ def _compute(
             return facts, onward
 
         payee_side = pool.submit(payee_side_features)
-        payer_enc, sent, lo24 = payer_features(payer, inp, clock, events, payer_keys, out)
+        payer_enc, sent, lo24, lo30 = payer_features(payer, inp, clock, events, payer_keys, out)
         out.put("payer_new_device", new_device(payer, inp), payer.perm)
+        device = h.pop("payer_device_id_0"), h.pop("payer_device_id_1")
         facts, onward = payee_side.result()
         h.clear()
 
-        payee_side = pool.submit(passthrough, payee, payer, payer_enc, sent, onward, clock, out)
-        payer_counterparty_features(payer, facts, lo24, out)
+        def payee_side_last() -> None:
+            passthrough(payee, payer, payer_enc, sent, onward, clock, out)
+            device_features(inp, *device, payer, clock, out)
+
+        payee_side = pool.submit(payee_side_last)
+        payer_counterparty_features(payer, facts, lo24, lo30, out)
         payee_side.result()
     missing = set(FEATURE_NAMES) ^ out.done
     assert not missing, f"features computed and catalogued differ: {sorted(missing)}"
-    return out.block
+    return out.blocks
 
 
 class _Inline:
@@ -135,6 +139,12 @@ class _Inline:
         except BaseException as exc:  # handed to the caller, as a pool would
             done.set_exception(exc)
         return done
+
+
+def _populated_blocks(rows: int) -> dict[type, np.ndarray]:
+    return {
+        dtype: populated_block(len(names), rows, dtype) for dtype, names in BLOCK_FEATURES.items()
+    }
 
 
 def _big_batch_kernels() -> ModuleType:

@@ -1,8 +1,8 @@
-"""Memory for big batches: the output block the engine maps itself, and the environment a
+"""Memory for big batches: the output blocks the engine maps itself, and the environment a
 process computing features should start with.
 
-Fresh memory costs 1-3 s per GB in page faults on the project's 2-core VM. The feature block
-(3.5 GB for 10M transfers) is therefore mapped up front, on a spare thread while the inputs
+Fresh memory costs 1-3 s per GB in page faults on the project's 2-core VM. The feature blocks
+(4.2 GB for 10M transfers: 36 float64 and 33 float32 rows) are therefore mapped up front, on a spare thread while the inputs
 are read, instead of page by page as the computing threads write features into it. It takes
 ordinary 4 KB pages: asked for transparent huge pages (MADV_HUGEPAGE), the kernel compacted
 memory to find them, and mapping 700 MB took 1.3 s more CPU on the VM.
@@ -41,19 +41,36 @@ _POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+; Pytho
 _STEP = 64 << 20  # populate this much at a time, so other threads' faults never wait long
 
 
-def populated_block(rows: int, n: int) -> np.ndarray:
-    """A zeroed (rows x n) float64 array whose pages are mapped before anything is written.
+def populated_block(rows: int, n: int, dtype: type = np.float64) -> np.ndarray:
+    """A zeroed (rows x n) array whose pages are mapped before anything is written.
 
     On a kernel without MADV_POPULATE_WRITE the block is still a zeroed anonymous mapping:
     its pages then fault in as they are written.
     """
-    size = 8 * rows * n
+    size = np.dtype(dtype).itemsize * rows * n
     if size == 0:
-        return np.zeros((rows, n))
+        return np.zeros((rows, n), dtype=dtype)
     buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         for start in range(0, size, _STEP):
             buffer.madvise(_POPULATE_WRITE, start, min(_STEP, size - start))
     except OSError:  # EINVAL: an older kernel
         pass
-    return np.frombuffer(buffer, dtype=np.float64).reshape(rows, n)
+    return np.frombuffer(buffer, dtype=dtype).reshape(rows, n)
+
+
+def release_row(block: np.ndarray, i: int) -> None:
+    """Give row `i` of a `populated_block` back to the system once it is copied out: the
+    output frame then grows as the block shrinks, instead of both being held at once (2 x 5 GB
+    at 10M transfers). Any other array is left alone; a released row reads as zeros."""
+    buffer = block.base
+    while buffer is not None and not isinstance(buffer, mmap.mmap):
+        # numpy keeps its buffer as .base, a memoryview keeps its object as .obj
+        buffer = buffer.obj if isinstance(buffer, memoryview) else getattr(buffer, "base", None)
+    if buffer is None:
+        return
+    row = block.shape[1] * block.itemsize
+    start = -(-i * row // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the row only
+    stop = (i + 1) * row // mmap.PAGESIZE * mmap.PAGESIZE
+    if stop > start:
+        buffer.madvise(mmap.MADV_DONTNEED, start, stop - start)

@@ -1,4 +1,4 @@
-"""The feature block: one row per feature of FEATURE_NAMES, in created_at order, each written once."""
+"""The feature blocks: one row per feature of FEATURE_NAMES, in created_at order, each written once."""
 
 from __future__ import annotations
 
@@ -6,29 +6,46 @@ from types import ModuleType
 
 import numpy as np
 
-from pipelines.features.definitions import FEATURE_NAMES
+from pipelines.features.definitions import FEATURE_NAMES, WHOLE_NUMBER_FEATURES
 from pipelines.features.engine.events import Spans
 from pipelines.features.engine.sorted_keys import Groups
 
+# The features of each block, in catalogue order: whole numbers in float32, the rest float64.
+BLOCK_FEATURES: dict[type, tuple[str, ...]] = {
+    np.float64: tuple(n for n in FEATURE_NAMES if n not in WHOLE_NUMBER_FEATURES),
+    np.float32: tuple(n for n in FEATURE_NAMES if n in WHOLE_NUMBER_FEATURES),
+}
+
 
 class Out:
-    """Feature columns in created_at order: one block allocated up front, each row written once.
+    """Feature columns in created_at order: two blocks (float64 and float32, `BLOCK_FEATURES`)
+    allocated up front, each row written once.
 
     The families compute in their key's order and write through `put`, which puts each value
     back in row order (by the numba scatter kernel in big batches).
     """
 
     def __init__(
-        self, n: int, block: np.ndarray | None = None, kernels: ModuleType | None = None
+        self,
+        n: int,
+        blocks: dict[type, np.ndarray] | None = None,
+        kernels: ModuleType | None = None,
     ) -> None:
-        self.block = np.empty((len(FEATURE_NAMES), n)) if block is None else block
+        self.blocks = blocks or {
+            dtype: np.empty((len(names), n), dtype=dtype) for dtype, names in BLOCK_FEATURES.items()
+        }
         self.kernels = kernels  # the numba kernels, for big batches
-        self.rows = {name: i for i, name in enumerate(FEATURE_NAMES)}
+        self.rows = {
+            name: (self.blocks[dtype], i)
+            for dtype, names in BLOCK_FEATURES.items()
+            for i, name in enumerate(names)
+        }
         self.done: set[str] = set()
 
     def column(self, name: str) -> np.ndarray:
         self.done.add(name)
-        return self.block[self.rows[name]]
+        block, i = self.rows[name]
+        return block[i]
 
     def put(self, name: str, values: np.ndarray, perm: np.ndarray | None = None) -> None:
         """Values in created_at order, or in the order `perm` maps to it."""

@@ -6,6 +6,7 @@ sort of their own: see `pair_features` for how, and `distinct` for the count.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import ModuleType
 
 import numpy as np
@@ -33,12 +34,7 @@ def pair_features(payer: Groups, payee: Groups, inp: Inputs, out: Out) -> np.nda
     before t iff j is before the window), else at the next occurrence (REPEAT marks that next
     row: ended before t iff it is before t). Both counts are then prefix sums.
     """
-    key = payer.to_rows(payer.gid)
-    key *= payee.first.size
-    key += payee.to_rows(payee.gid)
-    # Multiplying by an odd constant is a bijection whose top bits spread consecutive ids.
-    pair = group(key.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15), key, inp.t)
-    del key
+    pair = pair_groups(payer, payee, inp.t)
     start, tie, perm, time = pair.start, pair.tie, pair.perm, pair.time
     prior = tie - start
     amount = inp.amount[perm]
@@ -56,15 +52,34 @@ def pair_features(payer: Groups, payee: Groups, inp: Inputs, out: Out) -> np.nda
     out.put("pair_days_since_last", days, perm)
     del ratio, days, prior
 
+    facts = window_facts(pair, DISTINCT_WINDOWS)
+    facts |= none.view(np.uint8)  # PAIR_FIRST
+    return pair.to_rows(facts)
+
+
+def window_facts(pair: Groups, windows: Iterable[str]) -> np.ndarray:
+    """The FAR and REPEAT marks of `windows` (of DISTINCT_WINDOWS) for each position of a
+    grouping by (entity, counterparty), as `pair_features` explains them."""
+    time = pair.time
     n = time.size
     gap = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)  # gap[p]: from p - 1 to p
     np.subtract(time[1:], time[:-1], out=gap[1:n])
     gap[1:n][pair.gid[1:] != pair.gid[:-1]] = np.iinfo(np.int64).max
-    facts = none.view(np.uint8).copy()  # PAIR_FIRST
-    for w, span in DISTINCT_WINDOWS.items():
+    facts = np.zeros(n, dtype=np.uint8)
+    for w in windows:
+        span = DISTINCT_WINDOWS[w]
         facts |= (gap[1:] >= span).view(np.uint8) * np.uint8(_FAR[w])
         facts |= (gap[:-1] < span).view(np.uint8) * np.uint8(_REPEAT[w])
-    return pair.to_rows(facts)
+    return facts
+
+
+def pair_groups(a: Groups, b: Groups, t: np.ndarray) -> Groups:
+    """Rows grouped by the pair of their keys in groupings `a` and `b`."""
+    key = a.to_rows(a.gid)
+    key *= b.first.size
+    key += b.to_rows(b.gid)
+    # Multiplying by an odd constant is a bijection whose top bits spread consecutive ids.
+    return group(key.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15), key, t)
 
 
 def distinct(

@@ -18,12 +18,13 @@ from pipelines.features.engine.inputs import (
     Inputs,
     bit,
 )
+from pipelines.features.engine.labels import label_features
 from pipelines.features.engine.output import Out
-from pipelines.features.engine.pair import DISTINCT_WINDOWS, distinct
+from pipelines.features.engine.pair import DISTINCT_WINDOWS, PAIR_FIRST, distinct
 from pipelines.features.engine.sorted_keys import Clock, Groups, Keys, lower_bounds
 from pipelines.features.engine.windows import range_sum, ratio, window_bounds
 
-PAYEE_WINDOWS = {"1h": HOUR, "24h": DAY, "7d": 7 * DAY, "8d": 8 * DAY}
+PAYEE_WINDOWS = {"1h": HOUR, "24h": DAY, "7d": 7 * DAY, "8d": 8 * DAY, "30d": 30 * DAY}
 FRAUD_RATE_PRIOR = 10  # transfers of smoothing in payee_fraud_rate_reported
 
 
@@ -56,13 +57,25 @@ def payee_features(
     pf = facts[perm]
     for w in DISTINCT_WINDOWS:
         out.put(f"payee_distinct_payers_{w}", distinct(g, pf, w, lo[w], out.kernels), perm)
+    lo7, lo30 = lo["7d"], lo["30d"]
+    firsts = range_sum(g, bit(pf, PAIR_FIRST), lo7, tie, out.kernels)
     del pf
+    out.put("payee_new_payer_share_7d", ratio(firsts, tie - lo7), perm)
+    del firsts
     flags = inp.flags[perm]
+    ok = bit(flags, OK)
     received = inp.amount[perm]
-    received[~bit(flags, OK)] = 0
+    received[~ok] = 0
     inbound = range_sum(g, received, lo["24h"], tie, out.kernels)
-    del received
     out.put("payee_inbound_amount_24h", inbound / 100, perm)
+    with np.errstate(divide="ignore", invalid="ignore"):  # no successful inbound: null
+        ticket = range_sum(g, received, lo30, tie, out.kernels) / range_sum(
+            g, ok, lo30, tie, out.kernels
+        )
+        del received, ok
+        out.put("payee_amount_ratio_mean_30d", inp.amount[perm] / ticket, perm)
+    del ticket
+    label_features("payee", g, enc, clock, inp, {"1d": lo["24h"], "7d": lo7, "30d": lo30}, out)
 
     # Account age: latest registration, else first appearance as payee or payer (which is
     # prior exactly when it is before t).
@@ -86,7 +99,6 @@ def payee_features(
     frauds = _fraud_reports(g, enc, clock, inp.fraud_rows, inp.fraud_known_at)
     out.put("payee_fraud_reports", frauds, perm)
     out.put("payee_fraud_rate_reported", frauds / (tie - start + FRAUD_RATE_PRIOR), perm)
-    lo7 = lo["7d"]
     fails = range_sum(g, bit(flags, FAILED), lo7, tie, out.kernels)
     out.put("payee_decline_rate_7d", ratio(fails, tie - lo7), perm)
     return Onward(known=known, as_payer=as_payer, inbound=inbound)

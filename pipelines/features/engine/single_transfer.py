@@ -1,5 +1,6 @@
 """The features of one incoming transfer (the online decision path), by the batch engine run on
-the payer's and payee's history alone."""
+the history the transfer's features read: its payer's, its payee's and its device's, and the
+reported frauds on the payees its payer paid in the last 30 days."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import polars as pl
 
 from pipelines.features.definitions import FEATURE_NAMES
 from pipelines.features.engine.batch import compute_features
-from pipelines.features.engine.inputs import ACCOUNT_EVENT_COLUMNS, LABEL_COLUMNS, TRANSFER_COLUMNS
+from pipelines.features.engine.inputs import (
+    ACCOUNT_EVENT_COLUMNS,
+    LABEL_COLUMNS,
+    LONGEST_WINDOW,
+    TRANSFER_COLUMNS,
+)
 
 _OUTCOME = ("status", "response_code")  # not known yet when a transfer arrives
 _TRANSFER_SCHEMA = {
@@ -36,7 +42,7 @@ def features_for_transfer(
 
     `transfer` holds at least TRANSFER_COLUMNS except status and response_code (it has no
     outcome yet). Rows of `history` at or after its created_at, and the transfer itself if
-    present, are ignored; only the payer's and payee's rows are read.
+    present, are ignored; only the rows its features read are passed to the engine.
     """
     missing = [c for c in TRANSFER_COLUMNS if c not in transfer and c not in _OUTCOME]
     if missing:
@@ -49,13 +55,29 @@ def features_for_transfer(
     row["status"] = row["status"] or "PENDING"
     one = pl.DataFrame([row], schema=_TRANSFER_SCHEMA)
     payer, payee = transfer["payer_vpa"], transfer["payee_vpa"]
-    relevant = (
+    prior = (
         history.lazy()
         .select(TRANSFER_COLUMNS)
         .filter(
             (pl.col("created_at").dt.epoch("us") < cutoff)
             & (pl.col("transfer_id") != transfer["transfer_id"])
-            & (pl.col("payer_vpa").is_in([payer, payee]) | (pl.col("payee_vpa") == payee))
+        )
+    )
+    # Two hops (payer_payee_reports_30d): the reports on the payees the payer paid lately.
+    recent_payees = prior.filter(
+        (pl.col("payer_vpa") == payer)
+        & (pl.col("created_at").dt.epoch("us") >= cutoff - _epoch_us_span(LONGEST_WINDOW))
+    ).select("payee_vpa")
+    frauds = labels.lazy().filter(pl.col("label") == "FRAUD").select("transfer_id")
+    relevant = (
+        prior.filter(
+            pl.col("payer_vpa").is_in([payer, payee])
+            | (pl.col("payee_vpa") == payee)
+            | (pl.col("payer_device_id") == transfer["payer_device_id"])
+            | (
+                pl.col("payee_vpa").is_in(recent_payees.collect()["payee_vpa"].implode())
+                & pl.col("transfer_id").is_in(frauds.collect()["transfer_id"].implode())
+            )
         )
         .with_columns(_as_utc("created_at"))
         .cast(_TRANSFER_SCHEMA)
@@ -70,6 +92,10 @@ def features_for_transfer(
     )
     frame = compute_features(pl.concat([relevant, one]), events, known, targets=one["transfer_id"])
     return {name: frame[name][0] for name in FEATURE_NAMES}
+
+
+def _epoch_us_span(span: timedelta) -> int:
+    return span // timedelta(microseconds=1)
 
 
 def _epoch_us(moment: datetime) -> int:
