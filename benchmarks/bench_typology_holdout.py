@@ -121,7 +121,7 @@ def world(workdir: Path, name: str, users: int, days: int, seed: int, **params: 
 def world_features(target: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(features, labels, truth) of a simulated world, ingested once into its own warehouse."""
     features, labels, _ = load_ledger(target / "landing", target / "backtest")
-    truth = pl.read_parquet(target / "truth" / "*.parquet")
+    truth = pl.read_parquet(target / "truth" / "transfers.parquet")
     return features, labels, truth
 
 

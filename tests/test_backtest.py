@@ -158,3 +158,249 @@ def test_backtest_refuses_a_directory_that_is_not_a_ledger(tmp_path):
     )
     assert result.returncode == 1
     assert "no transfers/ folder" in result.stderr
+
+
+# --- the delayed-label protocol (the Fraud Detection Handbook's), on a hand-built case ---------
+
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+def _at(day: int, hour: int = 12) -> dt.datetime:
+    """June `day` 2025 at `hour` IST, in UTC."""
+    return dt.datetime(2025, 6, day, hour, tzinfo=IST).astimezone(dt.UTC)
+
+
+class ScoreColumn:
+    """A 'model' whose risk score is the `score` column: the ranking is set by hand."""
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {}
+
+    def set_params(self, **params) -> "ScoreColumn":
+        return self
+
+    def fit(self, X, y, sample_time=None, calibration_mask=None) -> "ScoreColumn":
+        return self
+
+    def risk_score(self, X: pl.DataFrame):
+        return X["score"].to_numpy()
+
+
+def _hand_built() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Train 10-12 June IST, delay 13-14, test 15-17. Payers:
+    A: a fraud in the training window reported on the 12th -> known from the first test day.
+    B: a fraud on the 15th reported on the 16th at 10:00 -> kept on the 15th and 16th, dropped
+       on the 17th.
+    C: a fraud in the training window reported only on the 16th at 10:00 -> kept on the 15th and
+       16th (not yet revealed), dropped on the 17th.
+    D: a fraud before the training window (reported before it) -> never dropped.
+    E, F: legitimate."""
+    rows = [  # payer, day, hour, score, fraud, reported (day, hour) or None
+        ("d", 5, 12, 0.0, 1, (6, 12)),
+        ("a", 11, 12, 0.0, 1, (12, 12)),
+        ("e", 11, 12, 0.0, 0, None),
+        ("c", 12, 12, 0.0, 1, (16, 10)),
+        ("f", 12, 12, 0.0, 0, None),
+        ("e", 13, 12, 0.0, 0, None),  # delay period: neither trained on nor tested
+        ("a", 15, 12, 0.9, 0, None),
+        ("b", 15, 12, 0.8, 1, (16, 10)),
+        ("c", 15, 12, 0.7, 0, None),
+        ("d", 15, 12, 0.6, 0, None),
+        ("e", 15, 12, 0.5, 0, None),
+        ("a", 16, 12, 0.9, 0, None),
+        ("b", 16, 12, 0.8, 1, (20, 12)),
+        ("c", 16, 12, 0.3, 0, None),
+        ("e", 16, 12, 0.85, 0, None),
+        ("f", 16, 12, 0.1, 0, None),
+        ("a", 17, 12, 0.9, 0, None),
+        ("b", 17, 12, 0.95, 1, (25, 12)),
+        ("c", 17, 12, 0.8, 0, None),
+        ("d", 17, 12, 0.7, 1, (25, 12)),
+        ("e", 17, 12, 0.2, 0, None),
+        ("f", 17, 12, 0.6, 0, None),
+    ]
+    features = pl.DataFrame(
+        {
+            "transfer_id": [f"T{i:03d}" for i in range(len(rows))],
+            "created_at": [_at(d, h) for _, d, h, *_ in rows],
+            "payer_vpa": [f"{p}{p}@bank" for p, *_ in rows],
+            "amount_paise": [10_000] * len(rows),
+            "score": [s for *_, s, _, _ in rows],
+        }
+    )
+    labels = pl.DataFrame(
+        {
+            "transfer_id": [f"T{i:03d}" for i, r in enumerate(rows) if r[5]],
+            "label": "FRAUD",
+            "fraud_type": "ACCOUNT_TAKEOVER",
+            "source": "VICTIM_REPORT",
+            "reported_at": [_at(*r[5]) for r in rows if r[5]],
+        }
+    )
+    return features, labels
+
+
+def _kept(frame: pl.DataFrame) -> list[tuple[str, int]]:
+    days = frame["created_at"].dt.convert_time_zone("Asia/Kolkata").dt.day()
+    return sorted(zip(frame["payer_vpa"].str.slice(0, 1).to_list(), days.to_list(), strict=True))
+
+
+def test_delayed_labels_drop_payers_known_as_compromised_on_later_days():
+    from pipelines.risk.evaluation import (
+        delayed_label_folds,
+        delayed_label_test_set,
+        delayed_label_training_set,
+    )
+    from pipelines.risk.labels import evaluation_targets
+
+    features, labels = _hand_built()
+    (fold,) = delayed_label_folds(
+        test_start=dt.date(2025, 6, 15), test_days=3, delay_days=2, folds=1, train_days=3
+    )
+    assert fold.test_start == _at(15, 0) and fold.train_end == _at(13, 0)
+    assert fold.train_start == _at(10, 0) and fold.test_end == _at(18, 0)
+
+    train = delayed_label_training_set(features, labels, fold)
+    # The training window only; labels as known when the delay ends: C's is not known yet.
+    assert _kept(train) == [("a", 11), ("c", 12), ("e", 11), ("f", 12)]
+    assert dict(zip(train["payer_vpa"], train["y"], strict=True)) == {
+        "aa@bank": 1,
+        "cc@bank": 0,
+        "ee@bank": 0,
+        "ff@bank": 0,
+    }
+    assert train["matured"].all()
+
+    judged = evaluation_targets(features.select("transfer_id"), labels)
+    test, dropped = delayed_label_test_set(features, judged, labels, fold)
+    assert _kept(test) == [
+        ("b", 15),
+        ("b", 16),
+        ("c", 15),
+        ("c", 16),
+        ("d", 15),
+        ("d", 17),
+        ("e", 15),
+        ("e", 16),
+        ("e", 17),
+        ("f", 16),
+        ("f", 17),
+    ]
+    assert dropped == {"transfers": 5, "payers": 3}
+
+
+def test_card_precision_at_k_by_hand():
+    """k = 2. Kept transfers by day (score, fraud):
+    15th: B .8 F, C .7, D .6, E .5      -> top 2 B, C: 1 hit -> 1/2; B found.
+    16th: B .8 F, C .3, E .85, F .1     -> B already found, left out: E, C -> 0.
+    17th: D .7 F, E .2, F .6            -> D, F: 1 hit -> 1/2.
+    card precision@2 = (0.5 + 0 + 0.5) / 3; precision@2 without the removal = (0.5 + 0.5 + 0.5) / 3.
+    """
+    from pipelines.risk.evaluation import DELAYED_LABELS, backtest
+    from pipelines.risk.metrics import card_precision_at_k
+
+    features, labels = _hand_built()
+    result = backtest(
+        features,
+        labels,
+        ["score"],
+        test_start=dt.datetime(2025, 6, 15, tzinfo=dt.UTC),
+        test_days=3,
+        delay_days=2,
+        folds=1,
+        train_days=3,
+        review_capacity=2,
+        hold_rate=0.1,
+        models={"by_hand": ScoreColumn()},
+        protocol=DELAYED_LABELS,
+    )
+    (fold,) = result.metrics["models"]["by_hand"]["folds"]
+    assert fold["card_precision_at_k"] == pytest.approx(1 / 3)
+    assert fold["precision_at_k"] == pytest.approx(0.5)
+    assert fold["n_transfers"] == 11 and fold["n_frauds"] == 3
+    assert fold["dropped_transfers"] == 5 and fold["train_frauds"] == 1
+    assert result.metrics["protocol"]["name"] == DELAYED_LABELS
+    # Published definition: always / k, even on a day with fewer payers than k.
+    one_day = pl.DataFrame(
+        {
+            "created_at": [_at(15)],
+            "payer_vpa": ["bb@bank"],
+            "y": [1],
+            "risk_score": [0.5],
+        }
+    )
+    assert card_precision_at_k(one_day, 4)["card_precision_at_k"] == 0.25
+
+
+def test_backtest_refuses_an_unknown_protocol():
+    from pipelines.risk.evaluation import backtest
+
+    features, labels = _hand_built()
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        backtest(
+            features,
+            labels,
+            ["score"],
+            test_start=dt.datetime(2025, 6, 15, tzinfo=dt.UTC),
+            test_days=3,
+            delay_days=2,
+            folds=1,
+            models={"by_hand": ScoreColumn()},
+            protocol="labels-known-tomorrow",
+        )
+
+
+def test_the_cli_offers_the_evaluations_protocols():
+    from pipelines.cli.commands import backtest as command
+    from pipelines.risk.evaluation import PROTOCOLS
+
+    (option,) = [p for p in command.params if p.name == "protocol"]
+    assert tuple(option.type.choices) == PROTOCOLS
+    assert option.default == "labels-known-now"
+
+
+def test_backtest_with_the_delayed_label_protocol(tmp_path):
+    ledger = tmp_path / "their-ledger"
+    write_foreign_ledger(ledger)
+    out = tmp_path / "backtest"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "backtest",
+            "--ledger",
+            str(ledger),
+            "--out",
+            str(out),
+            "--protocol",
+            "delayed-labels",
+            "--test-start",
+            "2025-07-01",
+            "--test-days",
+            "5",
+            "--delay-days",
+            "3",
+            "--train-days",
+            "14",
+            "--folds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "protocol: delayed-labels" in result.stdout
+    assert "card_precision_at_k" in result.stdout and "dropped_transfers" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["protocol"]["name"] == "delayed-labels"
+    assert metrics["window"]["protocol"] == "delayed-labels"
+    folds = metrics["models"]["gbdt"]["folds"]
+    assert [f["fold"] for f in folds] == [0, 1]
+    # Days are IST days: fold 0's test window opens at IST midnight of the 1st.
+    assert folds[0]["test_start"] == "2025-06-30T18:30:00+00:00"
+    for fold in folds:
+        assert fold["dropped_transfers"] > 0  # takeover victims reported before the test days
+        assert 0 <= fold["card_precision_at_k"] <= 1
+        assert fold["average_precision"] > 0.3

@@ -21,7 +21,7 @@ from pipelines.risk.forest import CompiledForest, UnsupportedModelError
 from pipelines.risk.model import GradientBoostingRiskModel, feature_matrix
 from pipelines.risk.synthetic import synthetic_risk_data
 
-SMALL = {"max_iter": 40, "min_samples_leaf": 20, "learning_rate": 0.15}
+SMALL = {"max_iter": 40, "min_samples_leaf": 20, "learning_rate": 0.15, "param_grid": None}
 VERSIONS = f"scikit-learn {version('scikit-learn')}, treelite {version('treelite')}"
 PRODUCT_FILES = ("pipelines/risk/forest.py", "pipelines/risk/model.py")
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 import pytest
+from sklearn.base import clone
 from sklearn.metrics import average_precision_score, roc_auc_score
 from threadpoolctl import threadpool_limits
 
@@ -28,6 +29,7 @@ from pipelines.risk.evaluation import (
     prequential_folds,
     window_metrics,
 )
+from pipelines.risk.folds import fit_on_training_set, fold_training_set
 from pipelines.risk.forest import CompiledForest
 from pipelines.risk.labels import evaluation_targets, known_outcomes, training_targets
 from pipelines.risk.model import (
@@ -40,11 +42,13 @@ from pipelines.risk.model import (
     score_transfers,
 )
 from pipelines.risk.registry import ArtifactIntegrityError, ModelRegistry
+from pipelines.risk.selection import average_precision
 from pipelines.risk.synthetic import synthetic_risk_data
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 1, tzinfo=UTC)
-SMALL_GBDT = {"max_iter": 40, "min_samples_leaf": 20, "learning_rate": 0.15}
+# No hyper-parameter selection (one fit): the selection has tests of its own below.
+SMALL_GBDT = {"max_iter": 40, "min_samples_leaf": 20, "learning_rate": 0.15, "param_grid": None}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -239,7 +243,8 @@ def test_calibration_uses_the_latest_eligible_slice_not_a_random_one() -> None:
 
 def test_calibration_slice_reaches_back_until_it_holds_enough_frauds() -> None:
     """A month whose latest days hold no matured fraud still calibrates: the slice reaches back
-    from the latest 20% to the tenth-latest fraud, never past half the rows."""
+    from the latest 20% to the tenth-latest fraud, never past half the rows; with fewer frauds
+    there, earlier time blocks are added, each scored by a model fitted without it."""
     X, y = _nonlinear_problem(2_000, seed=4)
     y[:] = 0
     y[100:140] = 1  # early frauds, for the base model
@@ -250,18 +255,179 @@ def test_calibration_slice_reaches_back_until_it_holds_enough_frauds() -> None:
     assert model.n_calibration_frauds_ == MIN_CALIBRATION_FRAUDS
     assert model.calibration_start_ == tenth_latest
     assert model.n_calibration_ == 2_000 - tenth_latest
-    # With fewer late frauds than that, the slice stops at half the rows.
+    # With 3 late frauds the slice stops at half the rows, and the blocks before it are added,
+    # newest first, until the 40 early frauds are in.
     y[late[:-3]] = 0
-    capped = LogisticRiskModel().fit(X, y, sample_time=np.arange(len(y)))
-    assert capped.n_calibration_ == 1_000 and capped.n_calibration_frauds_ == 3
+    wider = LogisticRiskModel().fit(X, y, sample_time=np.arange(len(y)))
+    blocks = wider.calibration_["blocks"]
+    assert [(b["rows"], b["frauds"]) for b in blocks] == [
+        (1_000, 3),
+        (250, 0),
+        (250, 0),
+        (250, 0),
+        (250, 40),
+    ]
+    assert blocks[0]["start"] == 1_000 and blocks[-1]["start"] == 0
+    assert wider.n_calibration_ == 2_000 and wider.n_calibration_frauds_ == 43
+    assert wider.calibration_["map"]["slope_fixed"] is False
 
 
-def test_calibration_slice_without_fraud_is_refused_with_a_clear_error() -> None:
+def test_a_short_history_whose_matured_rows_hold_no_fraud_still_fits_and_ranks() -> None:
+    """Demo fold 1: ten days of history, the three matured ones hold no fraud, the frauds known
+    are all younger than the maturity. The fit keeps the slope of its log-odds (intercept only)."""
+    rng = np.random.default_rng(8)
+    n = 4_000
+    X = rng.normal(size=(n, 3))
+    matured = np.arange(n) < 3_000
+    y = np.zeros(n, dtype=np.int64)
+    young = np.flatnonzero(~matured)
+    frauds = young[X[young, 0] > 1.2]  # the young rows kept: frauds (and a few LEGIT labels)
+    y[frauds] = 1
+    keep = matured | (X[:, 0] > 1.0)
+    X, y, matured = X[keep], y[keep], matured[keep]
+    assert y[matured].sum() == 0 and y.sum() >= 20
+    for model in (
+        GradientBoostingRiskModel(**{**SMALL_GBDT, "min_samples_leaf": 5}, random_state=0),
+        LogisticRiskModel(),
+    ):
+        model.fit(X, y, sample_time=np.arange(len(y)), calibration_mask=matured)
+        assert "intercept only" in model.calibration_["method"]
+        assert model.calibration_["frauds"] == 0 and model.calibration_["rows"] == 3_000
+        probe = np.array([[2.5, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+        risky, calm = model.risk_score(probe)
+        assert 0.0 < calm < risky < 1.0  # ranks as the log-odds do
+        # Matured rows hold no fraud, so the level is low there (Platt's target 1 / (n + 2)).
+        assert model.risk_score(X[matured]).mean() < 0.01
+
+
+def test_a_history_without_any_fraud_is_refused_with_a_clear_error() -> None:
     X, y = _nonlinear_problem(2_000, seed=4)
     y[:] = 0
-    y[:10] = 1  # all frauds early: the latest slice has none
-    with pytest.raises(ValueError, match=r"calibration slice .* holds 0 frauds"):
-        LogisticRiskModel().fit(X, y)
+    for model in (GradientBoostingRiskModel(**SMALL_GBDT), LogisticRiskModel()):
+        with pytest.raises(ValueError, match=r"2000 training rows hold 0 frauds: a model needs"):
+            model.fit(X, y)
+    y[:] = 0
+    y[-5:] = 1  # frauds, but no matured one: no row allowed to calibrate on
+    with pytest.raises(ValueError, match=r"no training row is allowed to calibrate"):
+        LogisticRiskModel().fit(X, y, calibration_mask=np.zeros(len(y), dtype=bool))
+
+
+# --- hyper-parameter selection ---------------------------------------------------------------
+
+
+def _beyond_the_cap(n: int, seed: int) -> pl.DataFrame:
+    """Fraud among accounts 100-200 hours old: a model that caps ages at 72 h cannot see it."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(0.0, 400.0, n)
+    other = rng.normal(size=n)
+    z = -5.5 + 4.0 * ((age > 100) & (age < 200)) + 1.0 * (other > 1)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    return pl.DataFrame({"payer_hours_since_registration": age, "other": other, "y": y})
+
+
+SELECTION_GRID = ({}, {"age_cap_hours": None}, {"l2_regularization": 5.0001})
+
+
+def test_selection_chooses_on_the_validation_slice_and_prefers_the_first_on_ties(
+    tmp_path: Any,
+) -> None:
+    frame = _beyond_the_cap(20_000, seed=11)
+    params = {**SMALL_GBDT, "param_grid": SELECTION_GRID, "random_state": 0}
+    model = GradientBoostingRiskModel(**params)
+    assert clone(model).get_params()["param_grid"] == SELECTION_GRID
+    model.fit(frame.drop("y"), frame["y"])
+    record = model.selection_
+    ap = [c["average_precision"] for c in record["candidates"]]
+    # Uncapped ages see the fraud: it wins by far more than its noise ...
+    assert ap[1] > ap[0] + 0.1 and record["chosen"] == 1
+    assert model.best_params_["age_cap_hours"] is None
+    assert record["chosen_params"] == {"age_cap_hours": None}
+    # ... and the fitted model scores with the chosen cap, batch and online alike.
+    probe = pl.DataFrame({"payer_hours_since_registration": [150.0, 350.0], "other": [0.0, 0.0]})
+    inside, outside = model.risk_score(probe)
+    assert inside > 2 * outside
+    assert model.risk_score_one({"payer_hours_since_registration": 150.0, "other": 0.0}) == inside
+    # A candidate within noise of the defaults (L2 5 vs 5.0001) never displaces them.
+    near = {**params, "param_grid": ({}, {"l2_regularization": 5.0001})}
+    tie = GradientBoostingRiskModel(**near).fit(frame.drop("y"), frame["y"])
+    assert tie.selection_["chosen"] == 0
+    a, b = (c["average_precision"] for c in tie.selection_["candidates"])
+    assert abs(a - b) <= tie.selection_["candidates"][1]["se_of_difference_from_best"] + 1e-12
+    # The slice is the latest 20% (reaching back for frauds); candidates saw only rows before it.
+    assert record["validation"]["rows"] >= 4_000 and record["fitted_on"]["rows"] == (
+        20_000 - record["validation"]["rows"]
+    )
+    # The model card records the grid, each candidate's score, the choice and the calibration.
+    manifest = ModelRegistry(tmp_path).register(
+        model,
+        kind="gbdt",
+        feature_names=["payer_hours_since_registration", "other"],
+        training_window=(None, T0),
+        test_window=(T0, T0 + dt.timedelta(days=7)),
+        metrics={"average_precision": 0.5},
+    )
+    assert manifest["selection"]["chosen"] == 1
+    assert [c["params"] for c in manifest["selection"]["candidates"]] == list(SELECTION_GRID)
+    assert manifest["selection"]["fitted_params"]["age_cap_hours"] is None
+    assert manifest["calibration"]["rows"] == model.n_calibration_
+    card = (tmp_path / manifest["version"] / "model_card.md").read_text()
+    assert "## Hyper-parameter selection" in card and "## Calibration" in card
+    assert f'| 1 (chosen) | `{{"age_cap_hours": null}}` | {ap[1]:.4f} |' in card
+    assert model.calibration_["method"] in card
+
+
+def test_selection_never_looks_past_the_training_window(synthetic: Any) -> None:
+    """Labels and features after the training window, rewritten to favour another candidate,
+    change neither the choice nor the model."""
+    names = synthetic.feature_names
+    fold = prequential_folds(
+        test_start=dt.datetime(2026, 3, 1, tzinfo=UTC), test_days=7, delay_days=7, folds=1
+    )[0]
+    grid = ({}, {"max_depth": 2, "max_leaf_nodes": 3}, {"learning_rate": 0.02})
+    params = {**SMALL_GBDT, "param_grid": grid, "random_state": 0}
+
+    def fitted(features: pl.DataFrame, labels: pl.DataFrame) -> GradientBoostingRiskModel:
+        train = fold_training_set(features, labels, fold, maturity_days=14)
+        return fit_on_training_set(GradientBoostingRiskModel(**params), train, names)
+
+    honest = fitted(synthetic.features, synthetic.labels)
+    record = honest.selection_
+    assert len([c for c in record["candidates"] if c["average_precision"] is not None]) == 3
+    # Validation rows are matured rows of the window; the candidates learnt before them.
+    matured_until = (fold.train_end - dt.timedelta(days=14)).replace(tzinfo=None)
+    assert dt.datetime.fromisoformat(record["validation"]["end"]) <= matured_until
+    assert record["fitted_on"]["end"] < record["validation"]["start"]
+    # After the window: every transfer whose first feature is low becomes a reported fraud,
+    # at once, and the features are scrambled. Were the test window looked at, a shallow
+    # model would win there.
+    after = pl.col("created_at") >= fold.train_end
+    features = synthetic.features.with_columns(
+        [pl.when(after).then(-pl.col(n)).otherwise(pl.col(n)).alias(n) for n in names]
+    )
+    late = features.filter(after & (pl.col(names[0]) < 0)).select("transfer_id")
+    forged = late.with_columns(
+        label=pl.lit("FRAUD"),
+        fraud_type=pl.lit("MULE"),
+        source=pl.lit("BANK"),
+        reported_at=pl.lit(fold.train_end + dt.timedelta(days=1)).cast(pl.Datetime("us", "UTC")),
+    ).select(synthetic.labels.columns)
+    labels = pl.concat([synthetic.labels, forged.cast(synthetic.labels.schema)])
+    rewritten = fitted(features, labels)
+    assert rewritten.selection_ == record
+    assert rewritten.calibration_ == honest.calibration_
+    probe = synthetic.features.select(names).head(500)
+    np.testing.assert_array_equal(rewritten.risk_score(probe), honest.risk_score(probe))
+
+
+def test_average_precision_matches_scikit_learn_with_ties_and_weights() -> None:
+    rng = np.random.default_rng(3)
+    y = (rng.random(3_000) < 0.05).astype(np.int64)
+    score = np.round(rng.normal(size=3_000) + y, 1)  # many ties
+    weights = rng.poisson(1.0, size=(3, 3_000)).astype(float)
+    ours = average_precision(y, score, weights)
+    for row, value in zip(weights, ours, strict=True):
+        assert value == pytest.approx(average_precision_score(y, score, sample_weight=row))
+    assert average_precision(y, score)[0] == pytest.approx(average_precision_score(y, score))
 
 
 def test_compiled_forest_equals_sklearn_predict_proba(nonlinear: dict[str, Any]) -> None:

@@ -338,6 +338,16 @@ def adoption(since, until, data_dir, as_json):
     default=None,
     help="Optional ground truth (simulator) to score against.",
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(["labels-known-now", "delayed-labels"]),
+    default="labels-known-now",
+    show_default=True,
+    help="labels-known-now: every test transfer, judged with the labels known now; "
+    "delayed-labels: the published protocol (Fraud Detection Handbook): training labels as "
+    "known after the delay, each test day drops payers already known as compromised, daily "
+    "card precision@k.",
+)
 @json_option
 def backtest(
     ledger_dir,
@@ -349,6 +359,7 @@ def backtest(
     train_days,
     maturity_days,
     truth_path,
+    protocol,
     as_json,
 ):
     """Backtest the risk model against the logistic baseline on any ledger directory."""
@@ -370,6 +381,7 @@ def backtest(
                 test_start=test_start.date() if test_start else None,
                 train_days=train_days,
                 truth_path=truth_path,
+                protocol=protocol,
                 progress=lambda message: status.update(message),
             )
         except (FileNotFoundError, ValueError) as exc:
@@ -377,6 +389,7 @@ def backtest(
     if as_json:
         click.echo(json.dumps(result["metrics"], indent=2, default=str))
         return
+    click.echo(f"protocol: {protocol}")
     with pl_config():
         click.echo(result["table"])
     click.echo(result["folds"])  # how many folds the means are over, and why any was skipped

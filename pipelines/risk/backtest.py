@@ -59,12 +59,17 @@ def run_backtest(
     test_start: date | None = None,
     train_days: int | None = None,
     truth_path: Path | None = None,
+    protocol: str = "labels-known-now",
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Backtest the model and the logistic baseline; write metrics.json and scores.parquet.
 
-    The protocol's windows, hold rate and review capacity are `settings`'."""
-    from pipelines.risk.evaluation import backtest
+    `protocol` is one of `evaluation.PROTOCOLS` (labels known now, or the published delayed-label
+    protocol); its windows, hold rate and review capacity are `settings`'."""
+    from pipelines.risk.evaluation import PROTOCOLS, backtest
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
 
     features, labels, ingest_counts = load_ledger(ledger_dir, out_dir, progress=progress)
     if features.is_empty():
@@ -74,7 +79,7 @@ def run_backtest(
     maturity_days = settings.maturity_days
     truth = pl.read_parquet(truth_path) if truth_path is not None else None
     if progress:
-        progress(f"training and testing {folds} fold(s) from {start}")
+        progress(f"training and testing {folds} fold(s) from {start} ({protocol})")
     result = backtest(
         features,
         labels,
@@ -89,10 +94,12 @@ def run_backtest(
         hold_rate=settings.hold_rate,
         truth=truth,
         random_state=settings.random_state,
+        protocol=protocol,
     )
     metrics = {
         "ledger": str(ledger_dir),
         "window": {
+            "protocol": protocol,
             "test_start": start.isoformat(),
             "test_days": test_days,
             "delay_days": delay_days,

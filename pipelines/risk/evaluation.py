@@ -1,8 +1,24 @@
 """Prequential evaluation that respects label delay: the backtest of a model against baselines.
 
-The folds are in `folds` (train, delay gap, test; targets as known when training closes), the
-metrics of a window in `metrics`, the plots in `plots`; this module runs them over every fold and
-model and keeps what they measured. Their public names are importable from here too.
+Two protocols (`PROTOCOLS`), over the same folds (train, delay gap, test; each further fold
+`test_days` earlier):
+
+- `labels-known-now` (the project's own): a fold trains on the targets known when its training
+  window closes (`folds.fold_training_set`, unlabelled rows count as legitimate once
+  `maturity_days` old) and is judged on every transfer of its test window, with the labels known
+  now (or ground truth). Windows are cut at UTC midnight.
+- `delayed-labels` (the published one: Le Borgne et al., Fraud Detection Handbook, "Validation
+  strategies" and "Precision top-k metrics"): a fold trains on its training window with the
+  labels known at the end of the delay period (the delay is there for them to arrive, so an
+  unlabelled training transfer counts as legitimate); each test day (an IST day) drops the
+  transfers of payers already known as compromised: a FRAUD label reported before that day about
+  one of their transfers since the training window opened (so every fraud known for training,
+  and every one revealed during the delay period or earlier test days). The kept transfers are
+  judged like the other protocol's, and the card precision@k of the published design is
+  reported with the rest (`metrics.card_precision_at_k`).
+
+The metrics of a window are in `metrics`, the plots in `plots`; this module runs them over every
+fold and model and keeps what they measured. Their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -10,12 +26,19 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_HOLD_RATE",
     "DEFAULT_REVIEW_CAPACITY",
+    "DELAYED_LABELS",
+    "LABELS_KNOWN_NOW",
+    "PROTOCOLS",
     "TABLE_METRICS",
     "BacktestResult",
     "Fold",
     "backtest",
     "capacity_threshold",
+    "card_precision_at_k",
     "default_models",
+    "delayed_label_folds",
+    "delayed_label_test_set",
+    "delayed_label_training_set",
     "fit_on_training_set",
     "fold_test_set",
     "fold_training_set",
@@ -23,6 +46,7 @@ __all__ = [
     "pr_curve_png",
     "precision_at_k",
     "prequential_folds",
+    "ranking_metrics",
     "score_test_set",
     "window_days",
     "window_metrics",
@@ -38,6 +62,7 @@ import numpy as np
 import polars as pl
 from sklearn.base import clone
 
+from pipelines.india_time import IST, IST_TIME_ZONE
 from pipelines.risk.folds import (
     Fold,
     fit_on_training_set,
@@ -56,8 +81,10 @@ from pipelines.risk.metrics import (
     DEFAULT_HOLD_RATE,
     DEFAULT_REVIEW_CAPACITY,
     capacity_threshold,
+    card_precision_at_k,
     hold_threshold,
     precision_at_k,
+    ranking_metrics,
     window_days,
     window_metrics,
 )
@@ -65,11 +92,15 @@ from pipelines.risk.model import GradientBoostingRiskModel, LogisticRiskModel
 from pipelines.risk.plots import pr_curve_png
 
 FEATURE_FRAME_COLUMNS = ("transfer_id", "created_at", "payer_vpa", "amount_paise")
+LABELS_KNOWN_NOW = "labels-known-now"
+DELAYED_LABELS = "delayed-labels"
+PROTOCOLS = (LABELS_KNOWN_NOW, DELAYED_LABELS)
 # Metrics where a higher value is better, in the order the comparison table shows them.
 TABLE_METRICS = (
     "average_precision",
     "roc_auc",
     "precision_at_k",
+    "card_precision_at_k",
     "recall_at_hold",
     "fraud_value_caught_share",
     "precision_at_hold",
@@ -78,6 +109,7 @@ TABLE_METRICS = (
     "fraud_rate",
     "n_transfers",
     "n_frauds",
+    "dropped_transfers",
     "train_rows",
     "train_frauds",
 )
@@ -181,7 +213,9 @@ def backtest(
     truth: pl.DataFrame | None = None,
     random_state: int | None = 0,
     models: Mapping[str, Any] | None = None,
+    model_features: Mapping[str, Sequence[str]] | None = None,
     keep_training_sets: bool = False,
+    protocol: str = LABELS_KNOWN_NOW,
 ) -> BacktestResult:
     """Train and test each model (default: gbdt, then the logistic baseline) on every fold.
 
@@ -189,20 +223,35 @@ def backtest(
     `labels`: the ledger labels (all known now). `truth`, if given (transfer_id, is_fraud,
     fraud_type), overrides the labels when judging the test windows, never when training.
     `models` maps names to unfitted estimators of this module's fit protocol; each fold fits a
-    clone. A fold without frauds to train or test on is reported as skipped, with the reason.
+    clone. `model_features` gives a model columns of its own instead of `feature_names` (a
+    published baseline on its published features, on the very same split). `protocol`: one of
+    `PROTOCOLS` (module docstring); `maturity_days` applies to `labels-known-now` only. A fold
+    without frauds to train or test on is reported as skipped, with the reason.
     """
-    missing = [c for c in (*FEATURE_FRAME_COLUMNS, *feature_names) if c not in features.columns]
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    models = dict(models) if models is not None else default_models(random_state)
+    columns_of = {name: list((model_features or {}).get(name, feature_names)) for name in models}
+    wanted = {c for cols in columns_of.values() for c in cols}
+    missing = [c for c in (*FEATURE_FRAME_COLUMNS, *sorted(wanted)) if c not in features.columns]
     if missing:
         raise ValueError(f"features: missing column(s) {missing}")
-    feature_names = list(feature_names)
-    models = dict(models) if models is not None else default_models(random_state)
-    plan = prequential_folds(
-        test_start=test_start,
-        test_days=test_days,
-        delay_days=delay_days,
-        folds=folds,
-        train_days=train_days,
-    )
+    if protocol == LABELS_KNOWN_NOW:
+        plan = prequential_folds(
+            test_start=test_start,
+            test_days=test_days,
+            delay_days=delay_days,
+            folds=folds,
+            train_days=train_days,
+        )
+    else:
+        plan = delayed_label_folds(
+            test_start=test_start,
+            test_days=test_days,
+            delay_days=delay_days,
+            folds=folds,
+            train_days=train_days,
+        )
     features = as_utc_column(features, "created_at")
     judged = evaluation_targets(features.select("transfer_id"), labels, truth=truth)
 
@@ -211,8 +260,17 @@ def backtest(
     kept: dict[int, pl.DataFrame] = {}
     fitted: dict[int, dict[str, Any]] = {}
     for fold in plan:
-        train = fold_training_set(features, labels, fold, maturity_days=maturity_days)
-        test = fold_test_set(features, judged, fold)
+        extra: dict[str, Any] = {}
+        if protocol == LABELS_KNOWN_NOW:
+            train = fold_training_set(features, labels, fold, maturity_days=maturity_days)
+            test = fold_test_set(features, judged, fold)
+        else:
+            train = delayed_label_training_set(features, labels, fold)
+            test, dropped = delayed_label_test_set(features, judged, labels, fold)
+            extra = {
+                "dropped_transfers": dropped["transfers"],
+                "dropped_payers": dropped["payers"],
+            }
         if keep_training_sets:
             kept[fold.index] = train.select(
                 "transfer_id", "created_at", "y", "fraud_type", "matured"
@@ -223,20 +281,26 @@ def backtest(
                 **fold.as_dict(),
                 "train_rows": train.height,
                 "train_frauds": int(train["y"].sum()),
+                **extra,
             }
             if skip:
                 per_model[name].append({**entry, "skipped": skip})
                 continue
             model = clone(estimator)
             try:
-                fit_on_training_set(model, train, feature_names)
+                fit_on_training_set(model, train, columns_of[name])
             except ValueError as exc:  # e.g. no fraud in the calibration slice
                 per_model[name].append({**entry, "skipped": f"fit failed: {exc}"})
                 continue
             fitted.setdefault(fold.index, {})[name] = model
-            scored = score_test_set(model, test, feature_names)
+            scored = score_test_set(model, test, columns_of[name])
             metrics = window_metrics(scored, review_capacity=review_capacity, hold_rate=hold_rate)
-            per_model[name].append({**entry, **metrics})
+            # What the fold chose inside its training window, beside what it scored.
+            chosen = {
+                record: getattr(model, f"{record}_", None)
+                for record in ("selection", "calibration")
+            }
+            per_model[name].append({**entry, **metrics, **chosen})
             threshold = metrics["hold_threshold"]
             score_frames.append(
                 scored.select(
@@ -253,14 +317,18 @@ def backtest(
 
     result_metrics = {
         "protocol": {
-            "test_start": utc(test_start).isoformat(),
+            "name": protocol,
+            "test_start": utc(plan[0].test_start).isoformat(),
             "test_days": test_days,
             "delay_days": delay_days,
             "folds": folds,
             "train_days": train_days,
-            "maturity_days": maturity_days,
+            # The delayed-label protocol counts an unlabelled training transfer as legitimate
+            # once the delay period has passed: that is the published design's assumption.
+            "maturity_days": maturity_days if protocol == LABELS_KNOWN_NOW else delay_days,
             "review_capacity": review_capacity,
             "hold_rate": hold_rate,
+            "days": "UTC" if protocol == LABELS_KNOWN_NOW else "IST",
             "judged_by": "ground truth" if truth is not None else "labels known now",
         },
         "folds": [f.as_dict() for f in plan],
@@ -290,6 +358,93 @@ def backtest(
         training_sets=kept,
         fitted=fitted,
     )
+
+
+def _ist_midnight(moment: dt.datetime | dt.date) -> dt.datetime:
+    """The IST midnight that starts `moment`'s day (a date is an IST day; a datetime is taken
+    by its own IST day), as an aware UTC datetime."""
+    day = utc(moment).astimezone(IST).date() if isinstance(moment, dt.datetime) else moment
+    return dt.datetime.combine(day, dt.time(), tzinfo=IST).astimezone(dt.UTC)
+
+
+def delayed_label_folds(
+    *,
+    test_start: dt.datetime | dt.date,
+    test_days: int,
+    delay_days: int,
+    folds: int,
+    train_days: int | None = None,
+) -> list[Fold]:
+    """The delayed-label protocol's folds, cut at IST midnight (the published design's days are
+    the days payments belong to): fold 0 tests from `test_start`'s IST day, each next fold
+    `test_days` earlier; `train_end` is the start of the delay period."""
+    first = _ist_midnight(test_start)
+    plan = prequential_folds(
+        test_start=first,
+        test_days=test_days,
+        delay_days=delay_days,
+        folds=folds,
+        train_days=train_days,
+    )
+    return plan
+
+
+def delayed_label_training_set(
+    features: pl.DataFrame, labels: pl.DataFrame, fold: Fold
+) -> pl.DataFrame:
+    """The fold's training rows under the delayed-label protocol: transfers of the training
+    window with the targets known when the delay period ends (`fold.test_start`); an unlabelled
+    one counts as legitimate (matured), since the delay period is there for labels to arrive."""
+    known_at = Fold(
+        index=fold.index,
+        train_start=fold.train_start,
+        train_end=fold.test_start,
+        test_start=fold.test_start,
+        test_end=fold.test_end,
+    )
+    delay_days = (fold.test_start - fold.train_end) / dt.timedelta(days=1)
+    # maturity = the delay: every training transfer is at least that old when the labels are read.
+    train = fold_training_set(
+        features, labels, known_at, maturity_days=math.floor(delay_days + 1e-9)
+    )
+    return train.filter(pl.col("created_at") < fold.train_end)
+
+
+def delayed_label_test_set(
+    features: pl.DataFrame, targets: pl.DataFrame, labels: pl.DataFrame, fold: Fold
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The fold's test rows under the delayed-label protocol, and how many were dropped.
+
+    Each IST day of the test window keeps the transfers of payers not yet known as compromised:
+    known means a FRAUD label reported before that day starts, about one of the payer's transfers
+    created since the training window opened (all history when it has no start)."""
+    test = fold_test_set(features, targets, fold).with_columns(
+        _day_start=pl.col("created_at")
+        .dt.convert_time_zone(IST_TIME_ZONE)
+        .dt.truncate("1d")
+        # back to UTC: the day's IST midnight, compared with reported_at
+        .dt.convert_time_zone("UTC")
+    )
+    # Any FRAUD label counts from the moment it was reported, even if a later verdict overturned
+    # it: the report is what made the payer known on those days.
+    reports = as_utc_column(
+        labels.filter(pl.col("label") == "FRAUD").select("transfer_id", "reported_at"),
+        "reported_at",
+    ).join(
+        as_utc_column(features.select("transfer_id", "created_at", "payer_vpa"), "created_at"),
+        on="transfer_id",
+        how="inner",
+    )
+    if fold.train_start is not None:
+        reports = reports.filter(pl.col("created_at") >= fold.train_start)
+    # One date per payer answers every day: the payer is known from its first FRAUD report on.
+    first_known = reports.group_by("payer_vpa").agg(known_from=pl.col("reported_at").min())
+    marked = test.join(first_known, on="payer_vpa", how="left").with_columns(
+        _drop=pl.col("known_from").is_not_null() & (pl.col("known_from") < pl.col("_day_start"))
+    )
+    kept = marked.filter(~pl.col("_drop")).drop("known_from", "_drop", "_day_start")
+    dropped = marked.filter(pl.col("_drop"))
+    return kept, {"transfers": dropped.height, "payers": dropped["payer_vpa"].n_unique()}
 
 
 def _skip_reason(train: pl.DataFrame, test: pl.DataFrame) -> str | None:

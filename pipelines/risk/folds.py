@@ -105,7 +105,12 @@ def fold_test_set(features: pl.DataFrame, targets: pl.DataFrame, fold: Fold) -> 
 
 
 def fit_on_training_set(model: Any, train: pl.DataFrame, feature_names: Sequence[str]) -> Any:
-    """Fit `model` on a `fold_training_set` frame: time-ordered, calibrated on matured rows."""
+    """Fit `model` on a `fold_training_set` frame: time-ordered; hyper-parameters chosen (for a
+    model with a `param_grid`) and calibration fitted on matured rows of the window only.
+
+    The fitted model records what it chose (`selection_`) and how it calibrated
+    (`calibration_`); a frame with no fraud raises ValueError saying so.
+    """
     return model.fit(
         train.select(list(feature_names)),
         train["y"],

@@ -9,7 +9,15 @@
   above it. recall_at_hold = share of frauds held; fraud_value_caught_share = paise of held
   frauds / paise of all frauds; legit_payers_held_share = payers with no fraud in the window and
   >= 1 held transfer / payers with no fraud in the window (`held_metrics`, for any held set);
-  recall_by_fraud_type = recall_at_hold per typology.
+  recall_by_fraud_type = recall_at_hold per typology (`recall_by_fraud_type`).
+- card_precision_at_k: the published daily card precision@k (Le Borgne et al., Fraud Detection
+  Handbook, "Precision top-k metrics"): each IST day, payers ranked by their daily score (max over
+  their transfers), the k first reviewed; precision = payers with a fraud that day among them / k
+  (always k, even on a day with fewer payers). A payer found (a fraud in the top k) on an earlier
+  day of the window is left out of later days: an investigator who found it has blocked it, so
+  finding it again is no new catch. Mean over days.
+- roc_auc and average_precision are defined once (`ranking_metrics`); None when the window has
+  one class only.
 """
 
 from __future__ import annotations
@@ -84,6 +92,67 @@ def precision_at_k(frame: pl.DataFrame, k: int = DEFAULT_REVIEW_CAPACITY) -> dic
     }
 
 
+def card_precision_at_k(frame: pl.DataFrame, k: int = DEFAULT_REVIEW_CAPACITY) -> dict[str, Any]:
+    """The published daily card precision@k (see module docstring); `frame` has created_at,
+    payer_vpa, y, risk_score."""
+    if k <= 0:
+        raise ValueError(f"review capacity k must be positive, got {k}")
+    daily = (
+        as_utc_column(frame, "created_at")
+        .with_columns(day=pl.col("created_at").dt.convert_time_zone(IST_TIME_ZONE).dt.date())
+        .group_by("day", "payer_vpa")
+        .agg(score=pl.col("risk_score").max(), fraud=pl.col("y").max())
+        .sort(["day", "score", "payer_vpa"], descending=[False, True, False])
+    )
+    found: set[str] = set()
+    rows = []
+    # Days in order: who was found on a day is left out of the days after it.
+    for (day,), part in daily.group_by("day", maintain_order=True):
+        top = part.filter(~pl.col("payer_vpa").is_in(list(found))).head(k)
+        hits = top.filter(pl.col("fraud") == 1)["payer_vpa"].to_list()
+        found.update(hits)
+        rows.append({"day": day.isoformat(), "precision": len(hits) / k})
+    return {
+        "card_precision_at_k": float(np.mean([r["precision"] for r in rows])) if rows else None,
+        "k": k,
+        "days": len(rows),
+        "daily_precision": rows,
+    }
+
+
+def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """ROC AUC and average precision of `scores` against the 0/1 target `y`; None when `y`
+    holds one class only (neither is defined then)."""
+    y = np.asarray(y).astype(np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_fraud = int(y.sum())
+    if not 0 < n_fraud < len(y):
+        return {"roc_auc": None, "average_precision": None}
+    return {
+        "roc_auc": float(roc_auc_score(y, scores)),
+        "average_precision": float(average_precision_score(y, scores)),
+    }
+
+
+def recall_by_fraud_type(
+    frame: pl.DataFrame, held: np.ndarray, *, fraud_column: str = "y"
+) -> dict[str, dict[str, Any]]:
+    """Frauds and the share of them held, per fraud type (null types count as UNKNOWN);
+    `frame` has `fraud_column` (0/1 or bool) and fraud_type."""
+    fraud = frame[fraud_column].cast(pl.Int64).to_numpy() == 1
+    by_type = (
+        frame.select(pl.col("fraud_type").fill_null(UNKNOWN_FRAUD_TYPE), held=pl.Series(held))
+        .filter(pl.Series(fraud))
+        .group_by("fraud_type")
+        .agg(frauds=pl.len(), held=pl.col("held").sum())
+        .sort("fraud_type")
+    )
+    return {
+        "frauds_by_fraud_type": {t: int(f) for t, f, _ in by_type.iter_rows()},
+        "recall_by_fraud_type": {t: _ratio(int(h), int(f)) for t, f, h in by_type.iter_rows()},
+    }
+
+
 def window_days(frame: pl.DataFrame) -> int:
     """The days a window covers: its UTC calendar days, first to last (windows are cut at UTC
     midnight; counting its India days instead would count the partial IST days at both ends
@@ -137,29 +206,17 @@ def window_metrics(
     y = frame["y"].cast(pl.Int64).to_numpy()
     scores = frame["risk_score"].cast(pl.Float64).to_numpy()
     n, n_fraud = len(y), int(y.sum())
-    both_classes = 0 < n_fraud < n
     threshold = hold_threshold(scores, hold_rate)
     held = scores >= threshold
-    fraud = y == 1
-
-    types = frame.select(
-        pl.col("fraud_type").fill_null(UNKNOWN_FRAUD_TYPE), held=pl.Series(held)
-    ).filter(pl.Series(fraud))
-    by_type = (
-        types.group_by("fraud_type")
-        .agg(frauds=pl.len(), held=pl.col("held").sum())
-        .sort("fraud_type")
-    )
-
     top_k = precision_at_k(frame, review_capacity)
     return {
         "n_transfers": n,
         "n_frauds": n_fraud,
         "fraud_rate": _ratio(n_fraud, n),
         "mean_risk_score": float(scores.mean()) if n else None,
-        "roc_auc": float(roc_auc_score(y, scores)) if both_classes else None,
-        "average_precision": float(average_precision_score(y, scores)) if both_classes else None,
+        **ranking_metrics(y, scores),
         "precision_at_k": top_k["precision_at_k"],
+        "card_precision_at_k": card_precision_at_k(frame, review_capacity)["card_precision_at_k"],
         "review_capacity": review_capacity,
         "days": top_k["days"],
         "hold_rate": hold_rate,
@@ -168,8 +225,7 @@ def window_metrics(
             capacity_threshold(scores, review_capacity * window_days(frame))
         ),
         **held_metrics(frame, held, payer_column="payer_vpa"),
-        "frauds_by_fraud_type": {t: int(f) for t, f, _ in by_type.iter_rows()},
-        "recall_by_fraud_type": {t: _ratio(int(h), int(f)) for t, f, h in by_type.iter_rows()},
+        **recall_by_fraud_type(frame, held),
     }
 
 

@@ -1,16 +1,22 @@
-"""The risk model: gradient boosting calibrated on the latest time slice, and a logistic baseline.
+"""The risk model: gradient boosting with hyper-parameters chosen in its training window,
+calibrated out of block; and a logistic baseline.
 
 Both estimators follow scikit-learn's conventions (parameters in `__init__`, fitted state ending in
-`_`, `clone`-able) and share one fit protocol:
+`_`, `clone`-able) and share one fit protocol, in time order (`sample_time`) and on the rows
+`calibration_mask` allows for judging (the matured ones, see `labels.training_targets`):
 
-- rows are put in time order (`sample_time`); the latest `calibration_fraction` of the rows allowed
-  to calibrate (`calibration_mask`: the matured ones, see `labels.training_targets`) is held out,
-  reaching further back (up to `MAX_CALIBRATION_SHARE` of them) until it holds
-  `MIN_CALIBRATION_FRAUDS` frauds, so that a short history whose latest days hold no matured
-  fraud still calibrates;
-  the base model is fitted on everything else, and a calibrator maps its log-odds to a probability
-  on the held-out slice. A random split would calibrate on the past the model was trained on; the
-  latest slice is the nearest thing to the future it will score.
+- **Selection** (`selection`): the latest `calibration_fraction` of the allowed rows, reaching
+  back (up to `MAX_CALIBRATION_SHARE` of them) until it holds `MIN_CALIBRATION_FRAUDS` frauds, is
+  the validation slice. Each candidate of the grid is fitted on the rows before it and judged on
+  it by average precision; the choice (`selection_`, `best_params_`) is refitted on every row.
+  Nothing after the training window is seen: the test window never chooses.
+- **Calibration**: a sigmoid (or isotonic) map from the base model's log-odds to a probability,
+  fitted on out-of-block log-odds of allowed rows: the validation slice as the chosen candidate
+  scored it, then, newest first, earlier time blocks each scored by the chosen parameters fitted
+  on every other row, until they hold `MIN_CALIBRATION_FRAUDS` frauds. With fewer, only the
+  intercept is fitted (slope 1), so a window whose matured rows hold no fraud still fits and
+  ranks (`calibration_` says which). A random split would calibrate on neighbours of the rows the
+  model learnt from; time blocks are the nearest thing to the future it will score.
 - `risk_score(X)` = `predict_proba(X)[:, 1]` = calibrated probability of fraud.
 
 X is a Polars frame (columns picked by name; nulls become NaN) or a float array, NaN = unknown.
@@ -18,6 +24,7 @@ X is a Polars frame (columns picked by name; nulls become NaN) or a float array,
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
@@ -36,12 +43,23 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from pipelines.risk.forest import CompiledForest
+from pipelines.risk.selection import (
+    DEFAULT_GRID,
+    MIN_VALIDATION_FRAUDS,
+    SELECTION_RULE,
+    check_grid,
+    choose,
+    latest_slice,
+)
 
 CALIBRATION_METHODS = ("sigmoid", "isotonic")
-# The calibration slice reaches back from the latest fraction of the rows until it holds this
-# many frauds (a sigmoid has two parameters to fit), but never takes more than this share.
+# The validation slice reaches back from the latest fraction of the rows until it holds this
+# many frauds (a sigmoid has two parameters to fit), but never takes more than this share; the
+# calibration reaches further back, block by block, for as many.
 MIN_CALIBRATION_FRAUDS = 10
 MAX_CALIBRATION_SHARE = 0.5
+# The allowed rows before the validation slice, in time blocks, for out-of-block calibration.
+CALIBRATION_BLOCKS = 4
 
 
 def feature_matrix(frame: pl.DataFrame, feature_names: Sequence[str]) -> np.ndarray:
@@ -64,8 +82,17 @@ def feature_matrix(frame: pl.DataFrame, feature_names: Sequence[str]) -> np.ndar
 class Calibration:
     """A monotone map from log-odds to probability: Platt's sigmoid or isotonic regression."""
 
-    def __init__(self, method: str, slope: float, intercept: float, iso: Any = None) -> None:
+    def __init__(
+        self,
+        method: str,
+        slope: float,
+        intercept: float,
+        iso: Any = None,
+        *,
+        fixed_slope: bool = False,
+    ) -> None:
         self.method = method
+        self.fixed_slope = fixed_slope
         self.slope = slope
         self.intercept = intercept
         self.iso_x = None if iso is None else np.asarray(iso.X_thresholds_, dtype=np.float64)
@@ -82,6 +109,12 @@ class Calibration:
             return cls("isotonic", math.nan, math.nan, iso)
         raise ValueError(f"calibration must be one of {CALIBRATION_METHODS}, got {method!r}")
 
+    @classmethod
+    def fit_intercept(cls, log_odds: np.ndarray, y: np.ndarray) -> Calibration:
+        """Platt's sigmoid with its slope held at 1: for slices with too few frauds to fit one."""
+        _, intercept = _fit_platt(log_odds, y, slope=1.0)
+        return cls("sigmoid", 1.0, intercept, fixed_slope=True)
+
     def __call__(self, log_odds: np.ndarray) -> np.ndarray:
         if self.method == "sigmoid":
             return expit(self.slope * log_odds + self.intercept)
@@ -90,15 +123,23 @@ class Calibration:
 
     def describe(self) -> dict[str, Any]:
         if self.method == "sigmoid":
-            return {"method": "sigmoid", "slope": self.slope, "intercept": self.intercept}
+            return {
+                "method": "sigmoid",
+                "slope": self.slope,
+                "intercept": self.intercept,
+                "slope_fixed": getattr(self, "fixed_slope", False),
+            }
         return {"method": "isotonic", "steps": len(self.iso_x)}
 
 
-def _fit_platt(log_odds: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Slope and intercept of p = sigmoid(a f + b), by maximum likelihood on Platt's targets.
+def _fit_platt(
+    log_odds: np.ndarray, y: np.ndarray, *, slope: float | None = None
+) -> tuple[float, float]:
+    """Slope and intercept of p = sigmoid(a f + b), by maximum likelihood on Platt's targets
+    (the intercept alone when `slope` is given).
 
     Platt's targets (n+ + 1) / (n+ + 2) and 1 / (n- + 2) keep a slice with a few hundred frauds
-    from pushing the map to 0 or 1.
+    (or none) from pushing the map to 0 or 1.
     """
     f = np.asarray(log_odds, dtype=np.float64)
     n_pos = float(y.sum())
@@ -112,26 +153,60 @@ def _fit_platt(log_odds: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         g = p - target
         return value, np.array([float(g @ f), float(g.sum())])
 
-    result = minimize(loss, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
-    return float(result.x[0]), float(result.x[1])
+    if slope is None:
+        result = minimize(loss, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+        return float(result.x[0]), float(result.x[1])
+
+    def intercept_loss(b: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad = loss(np.array([slope, b[0]]))
+        return value, grad[1:]
+
+    result = minimize(intercept_loss, x0=np.array([0.0]), jac=True, method="L-BFGS-B")
+    return slope, float(result.x[0])
 
 
 class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
-    """Shared fit protocol: base model on the earlier rows, calibrator on the latest slice."""
+    """Shared fit protocol: candidates chosen on the latest matured slice, the chosen one
+    refitted on every row, calibrated on out-of-block log-odds (module docstring)."""
 
-    def _make_base(self) -> Any:  # pragma: no cover - abstract
+    def _candidate_grid(self) -> list[dict[str, Any]]:
+        """Overrides of the estimator's own parameters to choose from, in order of preference."""
+        return [{}]
+
+    def _own_params(self) -> dict[str, Any]:
+        return self.get_params(deep=False)
+
+    def _fit_base(
+        self, matrix: np.ndarray, target: np.ndarray, weight: np.ndarray | None, params: dict
+    ) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _base_log_odds(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.base_.decision_function(X), dtype=np.float64)
+    def _fitted_log_odds(self, fitted: Any, matrix: np.ndarray) -> np.ndarray:
+        """Log-odds of a `_fit_base` result, through scikit-learn (no compiled scoring)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _adopt(self, fitted: Any) -> None:
+        """Make a `_fit_base` result this model's fitted state."""
+        self.base_ = fitted
+
+    def _start_fit(self) -> None:
+        """Hook for subclasses: fitted state derived from the feature names, before any fit."""
 
     def _after_fit(self) -> None:
         """Hook for subclasses to derive predict-time state from `base_`."""
 
-    def _fit_companions(
-        self, matrix: np.ndarray, target: np.ndarray, weight: np.ndarray | None
-    ) -> None:
-        """Hook for subclasses that fit more than `base_` on the training rows."""
+    def _prepare(self, matrix: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+        """Hook for subclasses: the model's own view of the features under `params`."""
+        return matrix
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # Models registered before hyper-parameters were selected were fitted with their own;
+        # a live one must still score after an upgrade.
+        if "calibrator_" in self.__dict__ and "best_params_" not in self.__dict__:
+            if "param_grid" in self._get_param_names() and "param_grid" not in self.__dict__:
+                self.param_grid = None
+            self.best_params_ = self._own_params()
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -149,7 +224,8 @@ class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
     ) -> Self:
         """Fit on (X, y); rows are time-ordered by `sample_time` (row order when None).
 
-        `calibration_mask` marks the rows allowed in the calibration slice (default: all).
+        `calibration_mask` marks the rows allowed to validate and calibrate on (default: all):
+        the matured ones, whose fraud rate does not depend on which labels have arrived.
         """
         if self.calibration not in CALIBRATION_METHODS:
             raise ValueError(
@@ -159,66 +235,210 @@ class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}"
             )
-        matrix = self._matrix(X, reset=True)
+        raw = self._raw_matrix(X, reset=True)
         target = _as_numpy(y).astype(np.int64)
         n = len(target)
-        if matrix.shape[0] != n:
-            raise ValueError(f"X has {matrix.shape[0]} rows but y has {n}")
+        if raw.shape[0] != n:
+            raise ValueError(f"X has {raw.shape[0]} rows but y has {n}")
         if not np.isin(target, (0, 1)).all():
             raise ValueError("y must hold 0 (legitimate) and 1 (fraud) only")
+        frauds = int(target.sum())
+        if frauds == 0 or frauds == n:
+            raise ValueError(
+                f"the {n} training rows hold {frauds} frauds: a model needs both frauds and "
+                "legitimate transfers to learn from; widen the training window"
+            )
         self.classes_ = np.array([0, 1])
 
         times = None if sample_time is None else _as_numpy(sample_time)
         order = np.arange(n) if times is None else np.argsort(times, kind="stable")
         eligible = (
-            np.ones(n, dtype=bool) if calibration_mask is None else _as_numpy(calibration_mask)
+            np.ones(n, dtype=bool)
+            if calibration_mask is None
+            else _as_numpy(calibration_mask).astype(bool)
         )
-        eligible_in_order = order[eligible[order].astype(bool)]
-        cal = np.sort(self._calibration_slice(eligible_in_order, target))
-        fit_rows = np.setdiff1d(np.arange(n), cal, assume_unique=True)
-        for name, rows in (("calibration slice", cal), ("training rows", fit_rows)):
-            frauds = int(target[rows].sum())
-            if frauds == 0 or frauds == len(rows):
-                raise ValueError(
-                    f"the {name} ({len(rows)} rows: the latest calibration-eligible rows, "
-                    f"{self.calibration_fraction:.0%} of them or more, up to "
-                    f"{MAX_CALIBRATION_SHARE:.0%}, to hold {MIN_CALIBRATION_FRAUDS} frauds) holds "
-                    f"{frauds} frauds: it needs both classes; widen the training window"
-                )
+        eligible_in_order = order[eligible[order]]
+        if not len(eligible_in_order):
+            raise ValueError(
+                "no training row is allowed to calibrate on (calibration_mask is all False): "
+                "the window needs rows older than the label maturity"
+            )
+        weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        self._start_fit()
 
-        weight = None if sample_weight is None else np.asarray(sample_weight)[fit_rows]
-        base = self._make_base()
-        if weight is None:
-            base.fit(matrix[fit_rows], target[fit_rows])
-        else:
-            base.fit(matrix[fit_rows], target[fit_rows], **self._weight_kwargs(weight))
-        self.base_ = base
-        self._fit_companions(matrix[fit_rows], target[fit_rows], weight)
-        self._after_fit()
-        self.calibrator_ = Calibration.fit(
-            self.calibration, self._log_odds(matrix[cal]), target[cal]
+        # The latest matured rows validate the candidates; the candidates learn from the rows
+        # before them only, so the choice is made on a future none of them has seen.
+        validation = latest_slice(
+            eligible_in_order,
+            target,
+            fraction=self.calibration_fraction,
+            min_frauds=MIN_CALIBRATION_FRAUDS,
+            max_share=MAX_CALIBRATION_SHARE,
         )
-        self.n_calibration_ = len(cal)
-        self.n_calibration_frauds_ = int(target[cal].sum())
-        self.calibration_start_ = None if times is None else times[cal].min()
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        before = order[: position[validation[0]]]
+        grid = self._candidate_grid()
+        self.selection_, validation_log_odds = self._select(
+            raw, target, weight, grid, before, validation, times
+        )
+        chosen = grid[self.selection_["chosen"]]
+        self.best_params_ = {**self._own_params(), **chosen}
+
+        matrix = self._prepare(raw, self.best_params_)
+        self._adopt(self._fit_base(matrix, target, weight, self.best_params_))
+        self._after_fit()
+        self.calibrator_, self.calibration_ = self._calibrate(
+            matrix, target, weight, eligible_in_order, validation, validation_log_odds, times
+        )
+        self.n_calibration_ = self.calibration_["rows"]
+        self.n_calibration_frauds_ = self.calibration_["frauds"]
+        self.calibration_start_ = self.calibration_["start_raw"]
+        del self.calibration_["start_raw"]
         return self
 
-    def _calibration_slice(self, eligible_in_order: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """The latest `calibration_fraction` of the eligible rows, reaching further back (up to
-        `MAX_CALIBRATION_SHARE` of them) until it holds `MIN_CALIBRATION_FRAUDS` frauds: a month
-        of data whose latest days hold no matured fraud still calibrates, on the latest rows."""
-        n_eligible = len(eligible_in_order)
-        n_cal = math.ceil(self.calibration_fraction * n_eligible)
-        frauds_from_latest = np.cumsum(target[eligible_in_order[::-1]])
-        enough = np.flatnonzero(frauds_from_latest >= MIN_CALIBRATION_FRAUDS)
-        cap = max(n_cal, math.floor(MAX_CALIBRATION_SHARE * n_eligible))
-        n_cal = max(n_cal, min(int(enough[0]) + 1, cap)) if enough.size else cap
-        return eligible_in_order[n_eligible - n_cal :]
+    def _select(
+        self,
+        raw: np.ndarray,
+        target: np.ndarray,
+        weight: np.ndarray | None,
+        grid: list[dict[str, Any]],
+        before: np.ndarray,
+        validation: np.ndarray,
+        times: np.ndarray | None,
+    ) -> tuple[dict[str, Any], np.ndarray | None]:
+        """The record of the choice (`selection_`) and the chosen candidate's log-odds on the
+        validation slice (None when no candidate was fitted)."""
+        val_frauds = int(target[validation].sum())
+        before_frauds = int(target[before].sum())
+        record: dict[str, Any] = {
+            "rule": SELECTION_RULE,
+            "validation": _rows_record(validation, target, times),
+            "fitted_on": _rows_record(before, target, times),
+            "candidates": [{"params": dict(c)} for c in grid],
+            "chosen": 0,
+            "chosen_params": dict(grid[0]),
+        }
+        reason = None
+        if len(grid) == 1:
+            reason = "one candidate: nothing to choose"
+        elif before_frauds == 0 or before_frauds == len(before):
+            reason = (
+                f"the {len(before)} rows before the validation slice hold {before_frauds} "
+                "frauds: no candidate can be fitted on them; kept the first candidate"
+            )
+        elif val_frauds < MIN_VALIDATION_FRAUDS:
+            reason = (
+                f"the validation slice holds {val_frauds} matured frauds, fewer than "
+                f"{MIN_VALIDATION_FRAUDS}: too few to choose by; kept the first candidate"
+            )
+        if reason is not None:
+            record["rule"] = reason
+            return record, None
 
-    def _weight_kwargs(self, weight: np.ndarray) -> dict[str, Any]:
-        return {"sample_weight": weight}
+        own = self._own_params()
+        scores = []
+        for candidate in grid:
+            params = {**own, **candidate}
+            matrix = self._prepare(raw, params)
+            fitted = self._fit_base(
+                matrix[before], target[before], None if weight is None else weight[before], params
+            )
+            scores.append(self._fitted_log_odds(fitted, matrix[validation]))
+        seed = 0 if own.get("random_state") is None else own["random_state"]
+        chosen, ap, se = choose(target[validation], scores, random_state=seed)
+        for entry, value, error in zip(record["candidates"], ap, se, strict=True):
+            entry["average_precision"] = _finite(value)
+            entry["se_of_difference_from_best"] = _finite(error)
+        record["chosen"] = chosen
+        record["chosen_params"] = dict(grid[chosen])
+        return record, scores[chosen]
 
-    def _matrix(self, X: pl.DataFrame | np.ndarray, *, reset: bool) -> np.ndarray:
+    def _calibrate(
+        self,
+        matrix: np.ndarray,
+        target: np.ndarray,
+        weight: np.ndarray | None,
+        eligible_in_order: np.ndarray,
+        validation: np.ndarray,
+        validation_log_odds: np.ndarray | None,
+        times: np.ndarray | None,
+    ) -> tuple[Calibration, dict[str, Any]]:
+        """Calibrator on out-of-block log-odds of eligible rows, and its record.
+
+        Blocks, newest first: the validation slice, then the earlier eligible rows in
+        `CALIBRATION_BLOCKS` time blocks, until they hold `MIN_CALIBRATION_FRAUDS` frauds. A block
+        is scored by the chosen parameters fitted on every other row (the validation slice: by the
+        chosen candidate's fit on the rows before it, when there was one). With fewer frauds than
+        that in all of them, only the intercept is fitted (slope 1): rows kept in a training set
+        because of their label (young frauds) shift a logistic model's intercept, not its slope.
+        """
+        earlier = eligible_in_order[: len(eligible_in_order) - len(validation)]
+        blocks = [validation] + [
+            b for b in reversed(np.array_split(earlier, CALIBRATION_BLOCKS)) if len(b)
+        ]
+        everything = np.arange(len(target))
+        rows: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        described = []
+        for index, block in enumerate(blocks):
+            entry = _rows_record(block, target, times)
+            if index == 0 and validation_log_odds is not None:
+                entry["scored_by"] = "the chosen candidate fitted on the rows before it"
+                log_odds = validation_log_odds
+            else:
+                rest = np.setdiff1d(everything, block, assume_unique=True)
+                rest_frauds = int(target[rest].sum())
+                if rest_frauds == 0 or rest_frauds == len(rest):
+                    entry["skipped"] = f"the other rows hold {rest_frauds} frauds"
+                    described.append(entry)
+                    continue
+                fitted = self._fit_base(
+                    matrix[rest],
+                    target[rest],
+                    None if weight is None else weight[rest],
+                    self.best_params_,
+                )
+                entry["scored_by"] = "the chosen parameters fitted on every other row"
+                log_odds = self._fitted_log_odds(fitted, matrix[block])
+            described.append(entry)
+            rows.append(block)
+            scores.append(log_odds)
+            if int(target[np.concatenate(rows)].sum()) >= MIN_CALIBRATION_FRAUDS:
+                break
+        if rows:
+            cal = np.concatenate(rows)
+            cal_log_odds = np.concatenate(scores)
+        else:  # no block could be left out: the final model's own log-odds, intercept only
+            cal = eligible_in_order
+            cal_log_odds = self._log_odds(matrix[cal])
+        frauds = int(target[cal].sum())
+        if frauds >= MIN_CALIBRATION_FRAUDS:
+            calibrator = Calibration.fit(self.calibration, cal_log_odds, target[cal])
+            fitted_how = f"{self.calibration}, fitted on the blocks' out-of-block log-odds"
+        else:
+            calibrator = Calibration.fit_intercept(cal_log_odds, target[cal])
+            fitted_how = (
+                f"sigmoid, intercept only (slope 1): the calibration rows hold {frauds} matured "
+                f"frauds, fewer than {MIN_CALIBRATION_FRAUDS}; scores rank as the model's "
+                "log-odds, their level rests on few frauds"
+            )
+            if not rows:
+                fitted_how += "; no block could be left out, so on the final model's own log-odds"
+        times_cal = None if times is None else times[cal]
+        record = {
+            "method": fitted_how,
+            "map": calibrator.describe(),
+            "rows": len(cal),
+            "frauds": frauds,
+            "start": None if times_cal is None else _plain(times_cal.min()),
+            "end": None if times_cal is None else _plain(times_cal.max()),
+            "blocks": described,
+            "start_raw": None if times_cal is None else times_cal.min(),
+        }
+        return calibrator, record
+
+    def _raw_matrix(self, X: pl.DataFrame | np.ndarray, *, reset: bool) -> np.ndarray:
         if isinstance(X, pl.DataFrame):
             if reset:
                 self.feature_names_in_ = np.asarray(X.columns, dtype=object)
@@ -245,19 +465,19 @@ class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
         if empty is not None and empty.any():
             matrix = matrix.copy()
             matrix[:, empty] = 0.0
-        return self._transform(matrix, reset=reset)
-
-    def _transform(self, matrix: np.ndarray, *, reset: bool) -> np.ndarray:
-        """Hook for subclasses: the model's own view of the features, at fit and predict."""
         return matrix
 
+    def _matrix(self, X: pl.DataFrame | np.ndarray) -> np.ndarray:
+        """The fitted model's view of X: the chosen parameters' preparation of its features."""
+        return self._prepare(self._raw_matrix(X, reset=False), self.best_params_)
+
     def _log_odds(self, matrix: np.ndarray) -> np.ndarray:
-        return self._base_log_odds(matrix)
+        return np.asarray(self.base_.decision_function(matrix), dtype=np.float64)
 
     def decision_function(self, X: pl.DataFrame | np.ndarray) -> np.ndarray:
         """The base model's log-odds of fraud (uncalibrated)."""
         check_is_fitted(self, "calibrator_")
-        return self._log_odds(self._matrix(X, reset=False))
+        return self._log_odds(self._matrix(X))
 
     def risk_score(self, X: pl.DataFrame | np.ndarray) -> np.ndarray:
         """Calibrated probability of fraud, one per row."""
@@ -276,7 +496,7 @@ class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
             [[np.nan if (v := values.get(name)) is None else v for name in names]],
             dtype=np.float64,
         )
-        return float(self.calibrator_(self._log_odds(self._matrix(row, reset=False)))[0])
+        return float(self.calibrator_(self._log_odds(self._matrix(row)))[0])
 
     def predict_proba(self, X: pl.DataFrame | np.ndarray) -> np.ndarray:
         p = self.risk_score(X)
@@ -285,6 +505,29 @@ class _TimeCalibratedClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: pl.DataFrame | np.ndarray) -> np.ndarray:
         """1 where the calibrated probability of fraud is at least one half (policy sets holds)."""
         return (self.risk_score(X) >= 0.5).astype(np.int64)
+
+
+def _rows_record(rows: np.ndarray, target: np.ndarray, times: np.ndarray | None) -> dict:
+    record: dict[str, Any] = {"rows": len(rows), "frauds": int(target[rows].sum())}
+    if times is not None and len(rows):
+        record["start"] = _plain(times[rows].min())
+        record["end"] = _plain(times[rows].max())
+    return record
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready moment or number (numpy datetimes become ISO strings)."""
+    if isinstance(value, np.datetime64):
+        return str(value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return value
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 # Ages that only grow during a launch: the model sees them capped (see GradientBoostingRiskModel).
@@ -296,7 +539,14 @@ AGE_FEATURES = (
 
 
 class GradientBoostingRiskModel(_TimeCalibratedClassifier):
-    """HistGradientBoosting on the earlier rows, calibrated on the latest slice; compiled scoring.
+    """HistGradientBoosting, hyper-parameters chosen in its training window; compiled scoring.
+
+    `param_grid` (default `selection.DEFAULT_GRID`; None: no selection) lists overrides of the
+    parameters below, in order of preference; the fit chooses one on the latest matured slice
+    of its training window (`selection`), refits it on every row and records the grid, each
+    candidate's validation score and the choice in `selection_`, the parameters used in
+    `best_params_`. The defaults below are the first candidate: the figures that follow are how
+    they were found, on simulated data, before the choice was made in each window.
 
     Frauds weigh `fraud_weight` times a legitimate transfer: at ~0.4% fraud, unweighted trees
     barely split on them, while "balanced" weights (~250x) lean on the few there are; 20x did as
@@ -324,7 +574,7 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
     too noisy with the 10-20 frauds that slice holds. The linear part scores through plain
     arrays (`LinearLogOdds`), so the online path keeps its microseconds.
 
-    Early stopping is off: sklearn's holds out a random split, which leaks the future into the
+    Early stopping is off (and the number of trees not in the grid): sklearn's holds out a random split, which leaks the future into the
     past. `fast_predict` scores through the compiled forest (`forest.CompiledForest`), identical
     to sklearn's predict and checked against it when fitted; set it to False to score through
     sklearn itself (then nothing is compiled).
@@ -348,6 +598,7 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
         fast_predict: bool = True,
         n_threads: int | None = None,
         random_state: int | None = None,
+        param_grid: Sequence[Mapping[str, Any]] | None = DEFAULT_GRID,
     ) -> None:
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -364,45 +615,85 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
         self.fast_predict = fast_predict
         self.n_threads = n_threads
         self.random_state = random_state
+        self.param_grid = param_grid
 
-    def _make_base(self) -> HistGradientBoostingClassifier:
-        return HistGradientBoostingClassifier(
-            learning_rate=self.learning_rate,
-            max_iter=self.max_iter,
-            max_leaf_nodes=self.max_leaf_nodes,
-            max_depth=self.max_depth,
-            min_samples_leaf=self.min_samples_leaf,
-            l2_regularization=self.l2_regularization,
-            max_features=self.max_features,
-            class_weight={0: 1.0, 1: float(self.fraud_weight)},
-            early_stopping=False,
-            categorical_features=None,
-            random_state=self.random_state,
+    def _candidate_grid(self) -> list[dict[str, Any]]:
+        grid = [{}] if self.param_grid is None else [dict(c) for c in self.param_grid]
+        if not grid:
+            raise ValueError("param_grid is empty: give None (no selection) or candidates")
+        own = self._own_params()
+        check_grid(grid, own)
+        if not len(self.capped_columns_):
+            # No account ages among the features: every age cap is the same model.
+            grid = [{k: v for k, v in c.items() if k != "age_cap_hours"} for c in grid]
+        unique: list[dict[str, Any]] = []
+        for candidate in grid:
+            if all({**own, **candidate} != {**own, **u} for u in unique):
+                unique.append(candidate)
+        return unique
+
+    def _own_params(self) -> dict[str, Any]:
+        params = self.get_params(deep=False)
+        del params["param_grid"]
+        return params
+
+    def _start_fit(self) -> None:
+        names = list(getattr(self, "feature_names_in_", []))
+        self.capped_columns_ = np.array(
+            [i for i, name in enumerate(names) if name in AGE_FEATURES], dtype=np.int64
         )
 
-    def _fit_companions(
-        self, matrix: np.ndarray, target: np.ndarray, weight: np.ndarray | None
-    ) -> None:
-        if not 0.0 <= self.linear_weight < 1.0:
-            raise ValueError(f"linear_weight must be in [0, 1), got {self.linear_weight}")
-        self.linear_ = None
-        if self.linear_weight > 0:
-            pipeline = logistic_pipeline(random_state=self.random_state)
+    def _fit_base(
+        self, matrix: np.ndarray, target: np.ndarray, weight: np.ndarray | None, params: dict
+    ) -> tuple[HistGradientBoostingClassifier, LinearLogOdds | None, float]:
+        linear_weight = params["linear_weight"]
+        if not 0.0 <= linear_weight < 1.0:
+            raise ValueError(f"linear_weight must be in [0, 1), got {linear_weight}")
+        trees = HistGradientBoostingClassifier(
+            learning_rate=params["learning_rate"],
+            max_iter=params["max_iter"],
+            max_leaf_nodes=params["max_leaf_nodes"],
+            max_depth=params["max_depth"],
+            min_samples_leaf=params["min_samples_leaf"],
+            l2_regularization=params["l2_regularization"],
+            max_features=params["max_features"],
+            class_weight={0: 1.0, 1: float(params["fraud_weight"])},
+            early_stopping=False,
+            categorical_features=None,
+            random_state=params["random_state"],
+        )
+        # A feature with no value in this subset (the rows before a validation slice, say)
+        # breaks sklearn's binning; constant, it is never split on, whatever it holds later.
+        empty = np.isnan(matrix).all(axis=0)
+        if empty.any():
+            matrix = matrix.copy()
+            matrix[:, empty] = 0.0
+        trees.fit(matrix, target, sample_weight=weight)
+        linear = None
+        if linear_weight > 0:
+            pipeline = logistic_pipeline(random_state=params["random_state"])
             kwargs = {} if weight is None else {"logisticregression__sample_weight": weight}
-            self.linear_ = LinearLogOdds(pipeline.fit(matrix, target, **kwargs))
+            linear = LinearLogOdds(pipeline.fit(matrix, target, **kwargs))
+        return trees, linear, linear_weight
 
-    def _transform(self, matrix: np.ndarray, *, reset: bool) -> np.ndarray:
-        if reset:
-            names = list(getattr(self, "feature_names_in_", []))
-            self.capped_columns_ = np.array(
-                [i for i, name in enumerate(names) if name in AGE_FEATURES], dtype=np.int64
-            )
+    def _fitted_log_odds(self, fitted: Any, matrix: np.ndarray) -> np.ndarray:
+        trees, linear, w = fitted
+        log_odds = np.asarray(trees.decision_function(matrix), dtype=np.float64)
+        if linear is None:
+            return log_odds
+        return (1.0 - w) * log_odds + w * linear.log_odds(matrix)
+
+    def _adopt(self, fitted: Any) -> None:
+        self.base_, self.linear_, _ = fitted
+
+    def _prepare(self, matrix: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+        cap = params["age_cap_hours"]
         columns = getattr(self, "capped_columns_", None)
-        if self.age_cap_hours is None or columns is None or not len(columns):
+        if cap is None or columns is None or not len(columns):
             return matrix
         matrix = matrix.copy()
         # NaN (no such event yet) stays NaN through minimum().
-        matrix[:, columns] = np.minimum(matrix[:, columns], self.age_cap_hours)
+        matrix[:, columns] = np.minimum(matrix[:, columns], cap)
         return matrix
 
     def _after_fit(self) -> None:
@@ -414,7 +705,7 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
 
     def _tree_log_odds(self, matrix: np.ndarray) -> np.ndarray:
         if not self.fast_predict:
-            return self._base_log_odds(matrix)
+            return np.asarray(self.base_.decision_function(matrix), dtype=np.float64)
         if self.forest_ is None:
             raise ValueError(
                 "the model was fitted with fast_predict=False, so it has no compiled forest: "
@@ -426,7 +717,7 @@ class GradientBoostingRiskModel(_TimeCalibratedClassifier):
         trees = self._tree_log_odds(matrix)
         if getattr(self, "linear_", None) is None:
             return trees
-        w = self.linear_weight
+        w = self.best_params_["linear_weight"]
         return (1.0 - w) * trees + w * self.linear_.log_odds(matrix)
 
 
@@ -495,16 +786,20 @@ class LogisticRiskModel(_TimeCalibratedClassifier):
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
 
-    def _make_base(self) -> Pipeline:
-        return logistic_pipeline(
-            C=self.C,
-            class_weight=self.class_weight,
-            max_iter=self.max_iter,
-            random_state=self.random_state,
+    def _fit_base(
+        self, matrix: np.ndarray, target: np.ndarray, weight: np.ndarray | None, params: dict
+    ) -> Pipeline:
+        pipeline = logistic_pipeline(
+            C=params["C"],
+            class_weight=params["class_weight"],
+            max_iter=params["max_iter"],
+            random_state=params["random_state"],
         )
+        kwargs = {} if weight is None else {"logisticregression__sample_weight": weight}
+        return pipeline.fit(matrix, target, **kwargs)
 
-    def _weight_kwargs(self, weight: np.ndarray) -> dict[str, Any]:
-        return {"logisticregression__sample_weight": weight}
+    def _fitted_log_odds(self, fitted: Any, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(fitted.decision_function(matrix), dtype=np.float64)
 
 
 MODEL_KINDS: dict[str, type[_TimeCalibratedClassifier]] = {

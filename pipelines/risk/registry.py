@@ -1,7 +1,8 @@
 """Model registry: one folder per version under `models/`, one live version, challengers in shadow.
 
     models/<version>/model.pkl       the fitted estimator (pickle)
-    models/<version>/manifest.json   version, kind, windows, features, metrics, sha256 of model.pkl
+    models/<version>/manifest.json   version, kind, windows, features, metrics, the hyper-parameter
+                                     selection and calibration the fit recorded, sha256 of model.pkl
     models/<version>/model_card.md   what it is for, data, metrics, limitations
     models/LIVE                      the live version's name (replaced atomically)
     models/promotions.jsonl          every promotion decision, appended
@@ -129,6 +130,9 @@ class ModelRegistry:
             "feature_names": list(feature_names),
             "metrics": _json_safe(dict(metrics)),
             "label_policy": _json_safe(dict(label_policy or {})),
+            # What the fit chose inside its training window (model.py records it as it fits).
+            "selection": _json_safe(_fitted_record(model, "selection_", "best_params_")),
+            "calibration": _json_safe(getattr(model, "calibration_", None)),
             "artifact": {"file": ARTIFACT_FILE, "sha256": checksum, "bytes": len(payload)},
             "library_versions": _library_versions(),
             "notes": notes,
@@ -357,6 +361,67 @@ def _without_time(decision: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in decision.items() if k != "decided_at"}
 
 
+def _fitted_record(model: Any, record: str, params: str) -> dict[str, Any] | None:
+    """The model's selection record with the parameters it was fitted with, if it keeps one."""
+    found = getattr(model, record, None)
+    if found is None:
+        return None
+    return {**found, "fitted_params": getattr(model, params, None)}
+
+
+def _selection_lines(selection: Mapping[str, Any] | None) -> list[str]:
+    if not selection:
+        return ["No record: the model was fitted without the selection protocol.", ""]
+    validation = selection.get("validation", {})
+    fitted_on = selection.get("fitted_on", {})
+    lines = [
+        "Chosen inside the training window, never on the test window: each candidate was fitted "
+        f"on the {fitted_on.get('rows')} rows ({fitted_on.get('frauds')} frauds) before the "
+        f"validation slice and judged on it: {validation.get('rows')} matured rows, "
+        f"{validation.get('frauds')} frauds, {validation.get('start')} to "
+        f"{validation.get('end')}. The chosen one was then refitted on the whole window.",
+        "",
+        f"- rule: {selection.get('rule')}",
+        f"- chosen: candidate {selection.get('chosen')}, "
+        f"`{json.dumps(selection.get('chosen_params'))}`",
+        "",
+        "| candidate | overrides | validation average precision | s.e. of difference from best |",
+        "|---|---|---|---|",
+    ]
+    for i, entry in enumerate(selection.get("candidates", [])):
+        mark = " (chosen)" if i == selection.get("chosen") else ""
+        lines.append(
+            f"| {i}{mark} | `{json.dumps(entry.get('params'))}` | "
+            f"{_fmt(entry.get('average_precision'))} | "
+            f"{_fmt(entry.get('se_of_difference_from_best'))} |"
+        )
+    params = selection.get("fitted_params")
+    if params:
+        lines += ["", f"Fitted with: `{json.dumps(params)}`"]
+    return [*lines, ""]
+
+
+def _calibration_lines(calibration: Mapping[str, Any] | None) -> list[str]:
+    if not calibration:
+        return ["No record: the model was fitted without the calibration protocol.", ""]
+    lines = [
+        f"- method: {calibration.get('method')}",
+        f"- map: `{json.dumps(calibration.get('map'))}`",
+        f"- rows: {calibration.get('rows')} matured rows, {calibration.get('frauds')} frauds, "
+        f"{calibration.get('start')} to {calibration.get('end')}",
+        "",
+        "| block | rows | frauds | from | to | scored by |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, block in enumerate(calibration.get("blocks", [])):
+        scored = block.get("scored_by") or f"skipped: {block.get('skipped')}"
+        lines.append(
+            f"| {i} | {block.get('rows')} | {block.get('frauds')} | {block.get('start')} | "
+            f"{block.get('end')} | {scored} |"
+        )
+    return [*lines, ""]
+
+
 def model_card(manifest: Mapping[str, Any]) -> str:
     """The model card (Markdown) of a manifest."""
     metrics = manifest.get("metrics", {})
@@ -413,6 +478,12 @@ def model_card(manifest: Mapping[str, Any]) -> str:
                 if type_rows
                 else []
             ),
+            "## Hyper-parameter selection",
+            "",
+            *_selection_lines(manifest.get("selection")),
+            "## Calibration",
+            "",
+            *_calibration_lines(manifest.get("calibration")),
             f"## Features ({len(manifest['feature_names'])})",
             "",
             features,
@@ -424,8 +495,8 @@ def model_card(manifest: Mapping[str, Any]) -> str:
             f"counted as legitimate only once {maturity} days old. Frauds never reported are "
             "learnt as legitimate, so the score estimates the probability of a *reported* fraud "
             "and under-states true fraud where reporting is low (e.g. mule cash-outs).",
-            "- Calibration was fitted on the latest matured slice of the training window; it "
-            "drifts as fraud patterns and reporting rates change. Re-check calibration (mean score "
+            "- Calibration was fitted on matured rows of the training window, scored by models "
+            "that had not seen them (see Calibration); it drifts as fraud patterns and reporting rates change. Re-check calibration (mean score "
             "vs fraud rate) on every new test window.",
             "- Test-window metrics use the labels known at evaluation time; for recent windows they "
             "are incomplete, so recall and precision there are estimates that will move as "

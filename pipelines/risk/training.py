@@ -2,7 +2,8 @@
 
 The candidate is trained exactly as fold 0 of the prequential evaluation (labels known at the
 start of the delay gap), so the live model and a candidate can be compared on a test window
-neither has seen. Production therefore scores with a model whose training data ends
+neither has seen; its hyper-parameters are chosen inside its training window
+(`selection`), as every fold's are. Production therefore scores with a model whose training data ends
 `test_days + delay_days` before the newest transfer: the price of an honest promotion gate.
 """
 
@@ -117,7 +118,10 @@ def train_candidate(
             "labels_known_at": fold.train_end.isoformat(),
             "judged_by": "ground truth" if truth is not None else "ledger labels",
         },
-        notes="Trained as fold 0 of the prequential evaluation; calibrated on its latest slice.",
+        notes=(
+            "Trained as fold 0 of the prequential evaluation; hyper-parameters chosen and "
+            "calibration fitted inside its training window (sections below)."
+        ),
     )
     return TrainingOutcome(
         version=manifest["version"],
@@ -125,7 +129,12 @@ def train_candidate(
         candidate_metrics=metrics,
         live_version=live,
         live_metrics=live_metrics,
-        extra={"train_rows": train.height, "train_frauds": int(train["y"].sum())},
+        extra={
+            "train_rows": train.height,
+            "train_frauds": int(train["y"].sum()),
+            "selection": manifest.get("selection"),
+            "calibration": manifest.get("calibration"),
+        },
     )
 
 
