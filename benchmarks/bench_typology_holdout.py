@@ -206,17 +206,13 @@ def main() -> None:
 
 
 def _fixed(model: GradientBoostingRiskModel) -> GradientBoostingRiskModel:
-    """The model with hyper-parameter selection off, where the model offers the switch."""
-    if "select" in model.get_params():
-        model.set_params(select=False)
-    return model
+    """The model with its own hyper-parameters: no selection."""
+    return model.set_params(param_grid=None)
 
 
 def _chosen_params(model: Any) -> dict[str, Any]:
-    selection = getattr(model, "selection_", None)
-    if not selection:
-        return {}
-    return dict(selection.get("chosen", {}))
+    """The overrides of the defaults that `model`'s selection chose."""
+    return dict(model.selection_["chosen_params"])
 
 
 def _print_table(results: dict[str, dict[str, Any]], test: pl.DataFrame) -> None:

@@ -43,7 +43,7 @@ def trained() -> dict[str, Any]:
         sample_time=train.features["created_at"],
     )
     test = synthetic_risk_data(20_000, n_features=40, days=30, seed=4)
-    X = model._matrix(feature_matrix(test.features, test.feature_names), reset=False)
+    X = model._matrix(feature_matrix(test.features, test.feature_names))
     return {"model": model, "X": X, "frame": test.features.select(test.feature_names)}
 
 
