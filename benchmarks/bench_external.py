@@ -150,8 +150,10 @@ def run_world(work_dir: Path, seed: int, protocols: list[str]) -> dict[str, Any]
     started = time.perf_counter()
     cache = work_dir / f"world-{seed}" / "features.parquet"
     labels_cache = cache.with_name("labels.parquet")
-    if cache.exists() and labels_cache.exists():
-        # The feature table of this world as the backtest's engine computed it on a run before.
+    fresh = cache.exists() and set(FEATURE_NAMES) <= set(pl.read_parquet_schema(cache))
+    if fresh and labels_cache.exists():
+        # The feature table of this world as the backtest's engine computed it on a run before
+        # (with today's catalogue: a cache of an older one is computed again).
         features, labels = pl.read_parquet(cache), pl.read_parquet(labels_cache)
         quarantined = None
     else:
