@@ -374,6 +374,9 @@ def test_selection_chooses_on_the_validation_slice_and_prefers_the_first_on_ties
     assert "## Hyper-parameter selection" in card and "## Calibration" in card
     assert f'| 1 (chosen) | `{{"age_cap_hours": null}}` | {ap[1]:.4f} |' in card
     assert model.calibration_["method"] in card
+    # Features carry their catalogue meaning; a name the catalogue lacks is listed bare.
+    assert "- `payer_hours_since_registration`: hours since the payer's latest REGISTERED" in card
+    assert "- `other`\n" in card
 
 
 def test_selection_never_looks_past_the_training_window(synthetic: Any) -> None:

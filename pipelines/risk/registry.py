@@ -33,6 +33,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipelines.features.definitions import FEATURES_BY_NAME
+
 ARTIFACT_FILE = "model.pkl"
 MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "model_card.md"
@@ -435,7 +437,14 @@ def model_card(manifest: Mapping[str, Any]) -> str:
     ]
     by_type = metrics.get("recall_by_fraud_type") or {}
     type_rows = [f"| {t} | {_fmt(r)} |" for t, r in sorted(by_type.items())]
-    features = "\n".join(f"- `{name}`" for name in manifest["feature_names"])
+    # Each feature with its meaning from the catalogue (which also says how the label delay
+    # enters each label feature); a name the catalogue no longer has is listed bare.
+    features = "\n".join(
+        f"- `{name}`: {FEATURES_BY_NAME[name].meaning}"
+        if name in FEATURES_BY_NAME
+        else f"- `{name}`"
+        for name in manifest["feature_names"]
+    )
     libs = ", ".join(f"{k} {v}" for k, v in manifest.get("library_versions", {}).items())
     return "\n".join(
         [
