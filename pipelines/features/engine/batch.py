@@ -62,7 +62,9 @@ def compute_features(
     columns = {"transfer_id": inp.transfer_id}
     for dtype, names in BLOCK_FEATURES.items():
         for i, name in enumerate(names):
-            columns[name] = pl.Series(name, blocks[dtype][i], nan_to_null=True)
+            # A copy of its own: Polars may wrap a numpy row without copying it, and the row's
+            # pages are given back (read as zeros) right after.
+            columns[name] = pl.Series(name, blocks[dtype][i].copy(), nan_to_null=True)
             release_row(blocks[dtype], i)
     frame = pl.DataFrame([columns[name] for name in ("transfer_id", *FEATURE_NAMES)])
     if targets is not None:
