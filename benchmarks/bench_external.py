@@ -30,6 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
 
 from pipelines.features.definitions import FEATURE_NAMES
+from pipelines.features.table import CATALOGUE_VERSION
 from pipelines.india_time import IST_TIME_ZONE
 from pipelines.risk.backtest import load_ledger
 from pipelines.risk.evaluation import DELAYED_LABELS, LABELS_KNOWN_NOW, backtest, default_models
@@ -150,10 +151,11 @@ def run_world(work_dir: Path, seed: int, protocols: list[str]) -> dict[str, Any]
     started = time.perf_counter()
     cache = work_dir / f"world-{seed}" / "features.parquet"
     labels_cache = cache.with_name("labels.parquet")
-    fresh = cache.exists() and set(FEATURE_NAMES) <= set(pl.read_parquet_schema(cache))
+    stamp = cache.with_name("catalogue.txt")
+    fresh = cache.exists() and stamp.exists() and stamp.read_text() == CATALOGUE_VERSION
     if fresh and labels_cache.exists():
         # The feature table of this world as the backtest's engine computed it on a run before
-        # (with today's catalogue: a cache of an older one is computed again).
+        # (with today's catalogue: a cache of another one is computed again).
         features, labels = pl.read_parquet(cache), pl.read_parquet(labels_cache)
         quarantined = None
     else:
@@ -161,6 +163,7 @@ def run_world(work_dir: Path, seed: int, protocols: list[str]) -> dict[str, Any]
         quarantined = sum(s["quarantined"] for s in ingest.values())
         features.write_parquet(cache)
         labels.write_parquet(labels_cache)
+        stamp.write_text(CATALOGUE_VERSION)
     load_seconds = time.perf_counter() - started
     features = features.join(published_features(features, labels), on="transfer_id", how="left")
     truth = pl.read_parquet(truth_path)

@@ -13,8 +13,9 @@ Training uses every label the train worlds' ledgers hold (an unlabelled transfer
 legitimate); the test is the test world's last --test-days days, judged by its ground truth.
 
 Models, each fitted on the same training rows and scored on the same test rows:
-  before: the model as it was (its fixed hyper-parameters) on the catalogue before the recency
-      features (the features of OLD_FEATURES);
+  before: the model with its fixed hyper-parameters (no selection) on the catalogue before the
+      recency features (OLD_FEATURES); its fit protocol is today's (the base refitted on every
+      row, the calibration cross-fitted): the old features and hyper-parameters, not the old fit;
   after: the model with its hyper-parameters chosen inside the training window, on every feature;
   logistic: the logistic baseline on every feature;
   ablation "- <family>": `after`'s chosen hyper-parameters, without that family of new features.
@@ -217,7 +218,7 @@ def _chosen_params(model: Any) -> dict[str, Any]:
 
 def _print_table(results: dict[str, dict[str, Any]], test: pl.DataFrame) -> None:
     types = sorted(test.filter(pl.col("y") == 1)["fraud_type"].drop_nulls().unique().to_list())
-    header = ["model", "AP", "AUC", "P@100/day", "recall@0.5%", *types]
+    header = ["model", "AP", "AUC", "card P@100/day", "recall@0.5%", *types]
     print(" | ".join(header))
     for name, m in results.items():
         by_type = m.get("recall_by_fraud_type") or {}
@@ -225,7 +226,7 @@ def _print_table(results: dict[str, dict[str, Any]], test: pl.DataFrame) -> None
             name,
             _fmt(m.get("average_precision")),
             _fmt(m.get("roc_auc")),
-            _fmt(m.get("card_precision_at_k") or m.get("precision_at_k")),
+            _fmt(m.get("card_precision_at_k")),
             _fmt(m.get("recall_at_hold")),
             *(_fmt(by_type.get(t)) for t in types),
         ]

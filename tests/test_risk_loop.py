@@ -10,6 +10,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from pipelines.decisions.outbox import operational_engine, status_counts
 from pipelines.defs.resources import default_resources
+from pipelines.defs.risk import assets as risk_assets
 from pipelines.risk.model import GradientBoostingRiskModel
 from pipelines.sandbox.simulator import SimulationConfig, simulate
 from pipelines.sandbox.transfer_service import ReferenceTransferService
@@ -125,3 +126,11 @@ def test_train_gate_score_deliver_and_rerun(tmp_path, monkeypatch):
         last = registry.promotions()[-1]
         assert last["candidate"] == candidate and not last["promoted"]
         assert "stays a challenger" in last["reason"]
+
+        # Another feature catalogue (the table computed again, as many rows as before): what
+        # was trained and scored on the old one is out of date.
+        monkeypatch.setattr(risk_assets, "CATALOGUE_VERSION", "another-catalogue")
+        assert _run(definitions, "risk_scoring", resources).success
+        stale = get_stale_status_resolver(_run.instance, list(definitions.assets))
+        assert stale.get_status(dg.AssetKey("transfer_features")) == StaleStatus.FRESH
+        assert stale.get_status(dg.AssetKey("risk_model")) == StaleStatus.STALE

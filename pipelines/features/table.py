@@ -7,6 +7,7 @@ feature is point in time, so later rows and labels could not change them anyway)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -26,6 +27,11 @@ _COLUMNS = [
     ("created_at", "TIMESTAMP WITH TIME ZONE"),
     *((name, _SQL_TYPES[FEATURE_DTYPES[name]]) for name in FEATURE_NAMES),
 ]
+
+
+# Which catalogue the table holds: part of its data version, so that a table computed again with
+# new features makes what was trained on the old one out of date, though its row count is the same.
+CATALOGUE_VERSION = hashlib.sha256(json.dumps(_COLUMNS).encode()).hexdigest()[:12]
 
 
 def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:

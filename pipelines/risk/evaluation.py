@@ -415,9 +415,12 @@ def delayed_label_test_set(
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """The fold's test rows under the delayed-label protocol, and how many were dropped.
 
-    Each IST day of the test window keeps the transfers of payers not yet known as compromised:
-    known means a FRAUD label reported before that day starts, about one of the payer's transfers
-    created since the training window opened (all history when it has no start)."""
+    Each IST day of the test window keeps the transfers of payers not yet known as compromised,
+    as the published protocol has it: a payer is known with a fraud among its transfers in the
+    training window (on every test day, whenever it was reported: the protocol takes the
+    training labels as known), or with a FRAUD label reported before that day starts about one
+    of its transfers created since (after the training window opened; all history when it has
+    no start)."""
     test = fold_test_set(features, targets, fold).with_columns(
         _day_start=pl.col("created_at")
         .dt.convert_time_zone(IST_TIME_ZONE)
@@ -437,8 +440,14 @@ def delayed_label_test_set(
     )
     if fold.train_start is not None:
         reports = reports.filter(pl.col("created_at") >= fold.train_start)
-    # One date per payer answers every day: the payer is known from its first FRAUD report on.
-    first_known = reports.group_by("payer_vpa").agg(known_from=pl.col("reported_at").min())
+    train_end = pl.lit(fold.train_end, dtype=pl.Datetime("us", "UTC"))
+    known_at = (
+        pl.when(pl.col("created_at") < train_end)
+        .then(pl.min_horizontal("reported_at", train_end))  # before every test day
+        .otherwise(pl.col("reported_at"))
+    )
+    # One date per payer answers every day: the payer is known from then on.
+    first_known = reports.group_by("payer_vpa").agg(known_from=known_at.min())
     marked = test.join(first_known, on="payer_vpa", how="left").with_columns(
         _drop=pl.col("known_from").is_not_null() & (pl.col("known_from") < pl.col("_day_start"))
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 
 import polars as pl
-from sklearn.metrics import average_precision_score, precision_recall_curve
+from sklearn.metrics import precision_recall_curve
+
+from pipelines.risk.metrics import ranking_metrics
 
 
 def pr_curve_png(scores: pl.DataFrame, *, title: str = "Precision-recall, test windows") -> bytes:
@@ -26,7 +28,7 @@ def pr_curve_png(scores: pl.DataFrame, *, title: str = "Precision-recall, test w
         if y.sum() == 0 or y.sum() == len(y):
             continue
         precision, recall, _ = precision_recall_curve(y, part["risk_score"].to_numpy())
-        ap = average_precision_score(y, part["risk_score"].to_numpy())
+        ap = ranking_metrics(y, part["risk_score"].to_numpy())["average_precision"]
         ax.step(recall, precision, where="post", label=f"{name} (AP {ap:.3f})")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")

@@ -166,7 +166,8 @@ FEATURE_CODES: tuple[ReasonCode, ...] = (
     ),
     ReasonCode(
         "PAYER_PAID_REPORTED_PAYEES",
-        "Payees the payer paid in the last 30 days had 3+ fraud reports when paid.",
+        "The payer's payments of the last 30 days went to payees with 3+ fraud reports in "
+        "total when paid (counted per payment).",
         "feature",
         _f("payer_payee_reports_30d") >= 3,
         42,

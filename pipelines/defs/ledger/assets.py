@@ -18,10 +18,11 @@ from pipelines.warehouse import EVENT_TABLES, scalar
 GROUP = "ledger"
 
 
-def rows_version(rows: int) -> dg.DataVersion:
+def rows_version(rows: int, schema: str | None = None) -> dg.DataVersion:
     """The data version of an append-only table (or of what is derived from one alone): its row
-    count. A run that loads nothing new leaves it, and so what is downstream stays in sync."""
-    return dg.DataVersion(f"rows-{rows}")
+    count, and the version of its `schema` where its columns can change. A run that loads
+    nothing new leaves it, and so what is downstream stays in sync."""
+    return dg.DataVersion(f"rows-{rows}" if schema is None else f"rows-{rows}-{schema}")
 
 
 def ingest_stream(

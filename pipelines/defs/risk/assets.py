@@ -14,6 +14,7 @@ from pipelines.defs.metadata import markdown_table
 from pipelines.defs.resources import WAREHOUSE_POOL, RiskResource, WarehouseResource
 from pipelines.features.definitions import FEATURES
 from pipelines.features.table import (
+    CATALOGUE_VERSION,
     read_features,
     refresh_feature_table_in_job_process,
 )
@@ -41,10 +42,11 @@ def transfer_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
         schema=["feature", "group", "meaning"],
         orient="row",
     )
-    # Features are computed once per transfer and never change: the row count is the version,
-    # and a run that computes none leaves the model trained on them in sync.
+    # Features are computed once per transfer and never change: the row count (and the
+    # catalogue) is the version, and a run that computes none leaves the model trained on them
+    # in sync; a new catalogue (the table computed again) leaves it out of date.
     return dg.MaterializeResult(
-        data_version=rows_version(result["rows"]),
+        data_version=rows_version(result["rows"], f"catalogue-{CATALOGUE_VERSION}"),
         metadata={
             "dagster/row_count": result["rows"],
             "computed": result["computed"],

@@ -61,8 +61,9 @@ def populated_block(rows: int, n: int, dtype: type = np.float64) -> np.ndarray:
 
 def release_row(block: np.ndarray, i: int) -> None:
     """Give row `i` of a `populated_block` back to the system once it is copied out: the
-    output frame then grows as the block shrinks, instead of both being held at once (2 x 5 GB
-    at 10M transfers). Any other array is left alone; a released row reads as zeros."""
+    output frame then grows as the blocks shrink, instead of both being held at once (2 x 4.2
+    GB at 10M transfers). Any other array is left alone; a released row reads as zeros, so the
+    row must be copied out, not wrapped, before."""
     buffer = block.base
     while buffer is not None and not isinstance(buffer, mmap.mmap):
         # numpy keeps its buffer as .base, a memoryview keeps its object as .obj
