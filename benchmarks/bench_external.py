@@ -1,7 +1,7 @@
 """Detection on data the project did not write: our models against the published baseline.
 
     .venv/bin/python benchmarks/bench_external.py                       # 3 worlds, both protocols
-    .venv/bin/python benchmarks/bench_external.py --seeds 0 --work-dir build/bench_external
+    .venv/bin/python benchmarks/bench_external.py --seeds 0 --protocols delayed-labels --ablation
 
 Each world is the Fraud Detection Handbook's transaction simulator (`pipelines.sandbox.handbook`,
 seeded; cached in the work directory). Each goes through the backtest's own ingestion and feature
@@ -20,13 +20,15 @@ import datetime as dt
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.base import BaseEstimator, ClassifierMixin
+from bench_typology_holdout import NEW_FAMILIES, OLD_FEATURES  # one definition of the families
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import RandomForestClassifier
 
 from pipelines.features.definitions import FEATURE_NAMES
@@ -34,6 +36,7 @@ from pipelines.features.table import CATALOGUE_VERSION
 from pipelines.india_time import IST_TIME_ZONE
 from pipelines.risk.backtest import load_ledger
 from pipelines.risk.evaluation import DELAYED_LABELS, LABELS_KNOWN_NOW, backtest, default_models
+from pipelines.risk.model import GradientBoostingRiskModel
 from pipelines.sandbox.handbook import FRAUD_SCENARIOS, HandbookConfig, write_handbook_ledger
 from pipelines.settings import Settings
 
@@ -145,8 +148,10 @@ def world(work_dir: Path, seed: int) -> tuple[Path, Path, float | None]:
     return landing, made.truth_path, made.seconds
 
 
-def run_world(work_dir: Path, seed: int, protocols: list[str]) -> dict[str, Any]:
-    """`protocols` on one world, three models each; the metrics of each."""
+def run_world(
+    work_dir: Path, seed: int, protocols: list[str], ablation: bool = False
+) -> dict[str, Any]:
+    """`protocols` on one world, three models each (more with `ablation`); their metrics."""
     landing, truth_path, gen_seconds = world(work_dir, seed)
     started = time.perf_counter()
     cache = work_dir / f"world-{seed}" / "features.parquet"
@@ -169,6 +174,15 @@ def run_world(work_dir: Path, seed: int, protocols: list[str]) -> dict[str, Any]
     truth = pl.read_parquet(truth_path)
     settings = Settings()
     models = {**default_models(settings.random_state), "published_rf": PublishedRandomForest()}
+    columns = {"published_rf": PUBLISHED_FEATURES}
+    if ablation:
+        # As in the typology hold-out: the catalogue before issue 12, and without each new family,
+        # with the model's own hyper-parameters (no selection).
+        fixed = GradientBoostingRiskModel(random_state=settings.random_state, param_grid=None)
+        models["before"], columns["before"] = fixed, OLD_FEATURES
+        for family, names in NEW_FAMILIES.items():
+            models[f"- {family}"] = clone(fixed)
+            columns[f"- {family}"] = tuple(n for n in FEATURE_NAMES if n not in names)
     out: dict[str, Any] = {
         "seed": seed,
         "generate_seconds": gen_seconds,
@@ -200,7 +214,7 @@ def run_world(work_dir: Path, seed: int, protocols: list[str]) -> dict[str, Any]
             truth=truth,
             random_state=settings.random_state,
             models=models,
-            model_features={"published_rf": PUBLISHED_FEATURES},
+            model_features=columns,
             protocol=protocol,
         )
         out["protocols"][protocol] = {
@@ -267,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work-dir",
         type=Path,
-        default=Path("build") / "bench_external",
+        default=Path(tempfile.gettempdir()) / "upi-risk-external",
         help="where the worlds and their backtest warehouses are cached",
     )
     parser.add_argument(
@@ -277,12 +291,17 @@ def main(argv: list[str] | None = None) -> int:
         default=[DELAYED_LABELS, LABELS_KNOWN_NOW],
         help="labels-known-now trains on all history: minutes per world",
     )
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also the gbdt on the catalogue before issue 12, and without each new family",
+    )
     args = parser.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     runs = []
     for seed in args.seeds:
         print(f"world {seed} ...", file=sys.stderr, flush=True)
-        runs.append(run_world(args.work_dir, seed, args.protocols))
+        runs.append(run_world(args.work_dir, seed, args.protocols, args.ablation))
         print(json.dumps({k: v for k, v in runs[-1].items() if k != "protocols"}), file=sys.stderr)
     medians = summary(runs)
     (args.work_dir / "results.json").write_text(
