@@ -38,7 +38,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.features.definitions import FEATURE_NAMES
+from pipelines.features.definitions import FEATURE_NAMES, LABEL_WINDOWS
 from pipelines.risk.backtest import load_ledger
 from pipelines.risk.folds import fit_on_training_set, score_test_set
 from pipelines.risk.labels import evaluation_targets
@@ -47,31 +47,14 @@ from pipelines.risk.model import GradientBoostingRiskModel, LogisticRiskModel
 from pipelines.sandbox.simulator import SimulationConfig, simulate
 
 # The families of features issue 12 added; OLD_FEATURES is the catalogue before them.
+_LABEL_RECENCY = (
+    *(f"fraud_reports_{w}" for w in LABEL_WINDOWS),
+    *(f"fraud_rate_{w}" for w in LABEL_WINDOWS),
+    "days_since_fraud_report",
+)
 NEW_FAMILIES: dict[str, tuple[str, ...]] = {
-    "payee label recency": tuple(
-        f"payee_{stem}"
-        for stem in (
-            "fraud_reports_1d",
-            "fraud_reports_7d",
-            "fraud_reports_30d",
-            "fraud_rate_1d",
-            "fraud_rate_7d",
-            "fraud_rate_30d",
-            "days_since_fraud_report",
-        )
-    ),
-    "payer label recency": tuple(
-        f"payer_{stem}"
-        for stem in (
-            "fraud_reports_1d",
-            "fraud_reports_7d",
-            "fraud_reports_30d",
-            "fraud_rate_1d",
-            "fraud_rate_7d",
-            "fraud_rate_30d",
-            "days_since_fraud_report",
-        )
-    ),
+    "payee label recency": tuple(f"payee_{stem}" for stem in _LABEL_RECENCY),
+    "payer label recency": tuple(f"payer_{stem}" for stem in _LABEL_RECENCY),
     "device (reports, fan-out)": tuple(
         name for name in FEATURE_NAMES if name.startswith("device_")
     ),

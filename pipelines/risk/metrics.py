@@ -67,14 +67,7 @@ def capacity_threshold(scores: np.ndarray, capacity: int) -> float:
 def precision_at_k(frame: pl.DataFrame, k: int = DEFAULT_REVIEW_CAPACITY) -> dict[str, Any]:
     """Daily precision of the top-k payers (see module docstring); `frame` has created_at,
     payer_vpa, y, risk_score."""
-    if k <= 0:
-        raise ValueError(f"review capacity k must be positive, got {k}")
-    daily = (
-        as_utc_column(frame, "created_at")
-        .with_columns(day=pl.col("created_at").dt.convert_time_zone(IST_TIME_ZONE).dt.date())
-        .group_by("day", "payer_vpa")
-        .agg(score=pl.col("risk_score").max(), fraud=pl.col("y").max())
-    )
+    daily = _daily_payers(frame, k)
     if daily.height == 0:
         return {"precision_at_k": None, "k": k, "days": 0, "daily_precision": []}
     per_day = (
@@ -92,17 +85,23 @@ def precision_at_k(frame: pl.DataFrame, k: int = DEFAULT_REVIEW_CAPACITY) -> dic
     }
 
 
-def card_precision_at_k(frame: pl.DataFrame, k: int = DEFAULT_REVIEW_CAPACITY) -> dict[str, Any]:
-    """The published daily card precision@k (see module docstring); `frame` has created_at,
-    payer_vpa, y, risk_score."""
+def _daily_payers(frame: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Per IST day and payer: its highest score and whether it made a fraud that day."""
     if k <= 0:
         raise ValueError(f"review capacity k must be positive, got {k}")
-    daily = (
+    return (
         as_utc_column(frame, "created_at")
         .with_columns(day=pl.col("created_at").dt.convert_time_zone(IST_TIME_ZONE).dt.date())
         .group_by("day", "payer_vpa")
         .agg(score=pl.col("risk_score").max(), fraud=pl.col("y").max())
-        .sort(["day", "score", "payer_vpa"], descending=[False, True, False])
+    )
+
+
+def card_precision_at_k(frame: pl.DataFrame, k: int = DEFAULT_REVIEW_CAPACITY) -> dict[str, Any]:
+    """The published daily card precision@k (see module docstring); `frame` has created_at,
+    payer_vpa, y, risk_score."""
+    daily = _daily_payers(frame, k).sort(
+        ["day", "score", "payer_vpa"], descending=[False, True, False]
     )
     found: set[str] = set()
     rows = []
