@@ -6,11 +6,14 @@ another mix and other parameters; report per typology, before and after, with th
 
 Worlds (simulated once into --workdir, then ingested through the project's own ingestion and
 feature engine, as `upi-risk backtest` does):
-  train: two worlds (seeds 11 and 12) with the default mix, parameters and fraud rate;
+  train: two worlds (seeds 11 and 12, --train-days 60) with the default mix, parameters and
+      fraud rate;
   test: one world (seed 21) where the typologies that turn weigh more, last longer or hide
       better (another mix, longer QR swaps and dormancy, a higher fraud rate, slower reports).
-Training uses every label the train worlds' ledgers hold (an unlabelled transfer counts as
-legitimate); the test is the test world's last --test-days days, judged by its ground truth.
+Training takes the targets known at each train world's end as the project's training does: a
+fraud once reported, legitimate once 30 days old and unreported (younger unreported transfers
+are left out), so the train worlds run 60 days; the test is the test world's last --test-days
+days, judged by its ground truth.
 
 Models, each fitted on the same training rows and scored on the same test rows:
   before: the model with its fixed hyper-parameters (no selection) on the catalogue before the
@@ -41,10 +44,11 @@ import polars as pl
 from pipelines.features.definitions import FEATURE_NAMES, LABEL_WINDOWS
 from pipelines.risk.backtest import load_ledger
 from pipelines.risk.folds import fit_on_training_set, score_test_set
-from pipelines.risk.labels import evaluation_targets
+from pipelines.risk.labels import evaluation_targets, training_targets
 from pipelines.risk.metrics import window_metrics
 from pipelines.risk.model import GradientBoostingRiskModel, LogisticRiskModel
 from pipelines.sandbox.simulator import SimulationConfig, simulate
+from pipelines.settings import Settings
 
 # The families of features issue 12 added; OLD_FEATURES is the catalogue before them.
 _LABEL_RECENCY = (
@@ -110,19 +114,29 @@ def world_features(target: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFra
 
 
 def training_rows(features: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
-    """Every transfer of a train world, with the target its ledger's labels give it."""
-    targets = evaluation_targets(features.select("transfer_id"), labels)
-    return (
-        features.join(targets, on="transfer_id")
-        .with_columns(matured=pl.lit(True))
-        .sort("created_at")
+    """A train world's transfers with the targets known at its end, as the project trains
+    (`labels.training_targets`): a fraud once reported; legitimate only once matured
+    (`maturity_days` old, unreported); younger unreported transfers are left out."""
+    as_of = features["created_at"].max() + dt.timedelta(microseconds=1)
+    targets = training_targets(
+        features.select("transfer_id", "created_at"),
+        labels,
+        as_of=as_of,
+        maturity_days=Settings().maturity_days,
     )
+    return features.join(targets, on="transfer_id").sort("created_at")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=40_000, help="users of each world")
-    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--days", type=int, default=30, help="days of the test world")
+    parser.add_argument(
+        "--train-days",
+        type=int,
+        default=60,
+        help="days of each train world: its labels mature over the last 30 (maturity_days)",
+    )
     parser.add_argument("--test-days", type=int, default=14, help="the test world's last days")
     parser.add_argument("--hold-rate", type=float, default=0.005)
     parser.add_argument(
@@ -134,7 +148,9 @@ def main() -> None:
     started = time.perf_counter()
     train_parts = []
     for name, seed in TRAIN_WORLDS.items():
-        features, labels, _ = world_features(world(args.workdir, name, args.users, args.days, seed))
+        features, labels, _ = world_features(
+            world(args.workdir, name, args.users, args.train_days, seed)
+        )
         train_parts.append(training_rows(features, labels))
     train = pl.concat(train_parts, how="vertical_relaxed").sort("created_at")
     features, labels, truth = world_features(
