@@ -20,6 +20,8 @@ Models, each fitted on the same training rows and scored on the same test rows:
       recency features (OLD_FEATURES); its fit protocol is today's (the base refitted on every
       row, the calibration cross-fitted): the old features and hyper-parameters, not the old fit;
   after: the model with its hyper-parameters chosen inside the training window, on every feature;
+  after, own hyper-parameters: every feature, the model's defaults (what the selection's choice
+      costs or gains on this test world; never used to choose);
   logistic: the logistic baseline on every feature;
   ablation "- <family>": `after`'s chosen hyper-parameters, without that family of new features.
 Metrics (`pipelines.risk.metrics.window_metrics`, the one evaluation definition): average
@@ -178,6 +180,12 @@ def main() -> None:
 
     evaluate("before", _fixed(GradientBoostingRiskModel(random_state=0)), OLD_FEATURES)
     after = evaluate("after", GradientBoostingRiskModel(random_state=0), FEATURE_NAMES)
+    # What the selection's choice costs or gains on this test: the new catalogue, own parameters.
+    evaluate(
+        "after, own hyper-parameters",
+        _fixed(GradientBoostingRiskModel(random_state=0)),
+        FEATURE_NAMES,
+    )
     evaluate("logistic", LogisticRiskModel(random_state=0), FEATURE_NAMES)
     chosen = _chosen_params(after)
     for family, names in NEW_FAMILIES.items():
