@@ -61,14 +61,11 @@ _LABEL_RECENCY = (
 NEW_FAMILIES: dict[str, tuple[str, ...]] = {
     "payee label recency": tuple(f"payee_{stem}" for stem in _LABEL_RECENCY),
     "payer label recency": tuple(f"payer_{stem}" for stem in _LABEL_RECENCY),
-    "device (reports, fan-out)": tuple(
-        name for name in FEATURE_NAMES if name.startswith("device_")
-    ),
+    "device label recency": tuple(f"device_{stem}" for stem in _LABEL_RECENCY),
     "payee first-time payers, ticket": (
         "payee_new_payer_share_7d",
         "payee_amount_ratio_mean_30d",
     ),
-    "two hops": ("payer_payee_reports_30d",),
 }
 _NEW = {name for names in NEW_FAMILIES.values() for name in names}
 OLD_FEATURES = tuple(name for name in FEATURE_NAMES if name not in _NEW)

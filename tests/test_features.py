@@ -305,7 +305,6 @@ def reference(
         label_recency("payer", mine)
         device = [u for u in prior if u["payer_device_id"] == t["payer_device_id"]]
         label_recency("device", device)
-        f["device_payers_7d"] = len({u["payer_vpa"] for u in within(device, 7 * DAY)})
 
         pair = [u for u in inbound if u["payer_vpa"] == payer]
         f["pair_prior_count"] = len(pair)
@@ -317,17 +316,6 @@ def reference(
             (at - max(u["created_at"] for u in pair)) / DAY if pair else None
         )
         out[t["transfer_id"]] = f
-    # Two hops: the payer's earlier transfers, each with its payee's reports as known then.
-    for t in rows:
-        month = [
-            u
-            for u in rows
-            if u["payer_vpa"] == t["payer_vpa"]
-            and t["created_at"] - 30 * DAY <= u["created_at"] < t["created_at"]
-        ]
-        out[t["transfer_id"]]["payer_payee_reports_30d"] = sum(
-            out[u["transfer_id"]]["payee_fraud_reports_30d"] for u in month
-        )
     return out
 
 
@@ -377,8 +365,6 @@ def test_every_feature_equals_the_reference(seed: int, n: int) -> None:
             for f in want.values()
         )
     assert any(f["payee_fraud_reports"] > f["payee_fraud_reports_30d"] for f in want.values())
-    assert any(f["device_payers_7d"] > 1 for f in want.values())
-    assert any(f["payer_payee_reports_30d"] > 0 for f in want.values())
 
 
 def test_hash_collisions_and_key_blocks_do_not_change_results(
@@ -572,7 +558,7 @@ def test_late_labels_and_future_events_are_ignored_but_known_labels_count() -> N
     assert known["payee_days_since_fraud_report"] == pytest.approx(1e-6 / 86_400, rel=1e-6)
     # Only label features moved: no other feature reads labels.
     changed = {k for k, v in known.items() if v != base[k]}
-    assert changed <= {k for k in known if "fraud" in k} | {"payer_payee_reports_30d"}
+    assert changed <= {k for k in known if "fraud" in k}
 
     payer = transfers.filter(pl.col("transfer_id") == target)["payer_vpa"][0]
     future = pl.DataFrame(

@@ -183,9 +183,7 @@ def test_reason_codes_function_every_feature_code_fires_alone_and_nulls_never_fi
         "NIGHT_ACTIVITY": {"is_night_ist": 1.0, "payer_night_share_30d": 0.01},
         "PAYEE_REPORTED_RECENTLY": {"payee_fraud_reports_7d": 1.0},
         "DEVICE_REPORTED_FRAUD": {"device_fraud_reports_30d": 2.0},
-        "SHARED_DEVICE": {"device_payers_7d": 4.0},
         "AMOUNT_FAR_ABOVE_PAYEE_TICKET": {"payee_amount_ratio_mean_30d": 12.0},
-        "PAYER_PAID_REPORTED_PAYEES": {"payer_payee_reports_30d": 5.0},
     }
     assert set(triggers) == {r.code for r in rc.FEATURE_CODES}
     base = {"amount_paise": 800_000}  # ₹8,000

@@ -222,21 +222,10 @@ FEATURES: tuple[Feature, ...] = (
         "amount / mean amount of the pair's prior transfers (any status)",
     ),
     Feature("pair_days_since_last", "pair", "days since the pair's latest prior transfer"),
-    # --- the payer's own fraud reports, and its counterparties'
+    # --- the payer's own fraud reports
     *_label_recency("payer"),
-    Feature(
-        "payer_payee_reports_30d",
-        "payer",
-        "over the payer's prior-30d transfers, the sum of each one's payee_fraud_reports_30d "
-        "(the payees' reports as known when it paid them: two hops, payer -> payee -> reports)",
-    ),
     # --- the payer's device (by payer_device_id), whoever pays from it
     *_label_recency("device"),
-    Feature(
-        "device_payers_7d",
-        "device",
-        "distinct payers of the prior-7d transfers made from the payer's device (fan-out)",
-    ),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
@@ -263,8 +252,6 @@ WHOLE_NUMBER_FEATURES: frozenset[str] = frozenset(
         "pair_prior_count",
         "pair_is_first",
         *(f"{g}_fraud_reports_{w}" for g in _LABEL_ENTITIES for w in LABEL_WINDOWS),
-        "payer_payee_reports_30d",
-        "device_payers_7d",
     )
 )
 if not set(FEATURE_NAMES) >= WHOLE_NUMBER_FEATURES:

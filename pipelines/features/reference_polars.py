@@ -324,8 +324,7 @@ def compute_features_polars(
     distinct = [_distinct(t, PAYER, PAYEE, "24h", "payer_distinct_payees_24h")] + [
         _distinct(t, PAYEE, PAYER, w, f"payee_distinct_payers_{w}") for w in DISTINCT_WINDOWS
     ]
-    distinct.append(_distinct(t, DEVICE, PAYER, "7d", "device_payers_7d"))
-    for key, counts in zip([PAYER, PAYEE, PAYEE, PAYEE, DEVICE], distinct, strict=True):
+    for key, counts in zip([PAYER, PAYEE, PAYEE, PAYEE], distinct, strict=True):
         frame = frame.join(counts, on=[key, "created_at"], how="left")
     frauds = _frauds(t, labels)
     for entity in LABEL_KEYS:
@@ -342,8 +341,6 @@ def compute_features_polars(
     frame = _latest_before(frame, registered, "payee_registered", PAYEE)
     frame = _latest_before(frame, _fraud_reports(frauds), "known_at", PAYEE).with_columns(
         pl.col("reports").fill_null(0),
-        # Two hops: the payer's prior-30d transfers, each with its payee's reports as then.
-        _prior("payee_fraud_reports_30d", "sum", "30d", PAYER).alias("payer_payee_reports_30d"),
     )
     frame = frame.with_columns(
         (pl.col("inbound_24h") / 100).alias("payee_inbound_amount_24h"),

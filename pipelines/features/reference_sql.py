@@ -7,8 +7,7 @@ pair and device; ASOF joins (`created_at > event_time`) for account events and t
 fraud reports ever. The recent-report features run the same frames over one time line per
 entity (payer, payee, device): its transfers, plus for each fraud-labelled transfer of it a row
 at its known_at (a report) and +1 / -1 marks that count it in the fraud rate of the windows it
-was made in from that moment on; the two-hop payer_payee_reports_30d sums those payee reports
-over the payer's 30-day frame. It is the benchmark's baseline and the tests check that it
+was made in from that moment on. It is the benchmark's baseline and the tests check that it
 agrees with the engine. It is much slower than `engine.compute_features` on millions of rows:
 use the engine.
 """
@@ -64,7 +63,6 @@ _WEEK_BEFORE = _frame(
 )
 _PAYEE_EVER = _frame("payee_vpa", "UNBOUNDED PRECEDING")
 _PAYEE_MONTH = _frame("payee_vpa", "INTERVAL 30 DAYS PRECEDING")
-_DEVICE_WEEK = _frame("payer_device_id", "INTERVAL 7 DAYS PRECEDING")
 _PAIR_EVER = _frame("payer_vpa, payee_vpa", "UNBOUNDED PRECEDING")
 _SENT_24H = _frame("vpa", "INTERVAL 24 HOURS PRECEDING")
 _COUNTS_OUT = ", ".join(f"payer.payer_count_{w}::DOUBLE AS payer_count_{w}" for w in _PAYER_SPANS)
@@ -167,10 +165,6 @@ payee AS (
         e30d AS {_PAYEE_MONTH},
         ever AS {_PAYEE_EVER}
 ),
-device AS (
-    SELECT transfer_id, count(DISTINCT payer_vpa) OVER {_DEVICE_WEEK} AS device_payers_7d
-    FROM t
-),
 pair AS (
     SELECT transfer_id,
         count(*) OVER ever AS pair_prior_count,
@@ -237,13 +231,6 @@ label_windows AS (  -- per transfer and entity: reports, made and made-and-known
         ever AS {_LABEL_EVER}
     QUALIFY transfer_id IS NOT NULL
 ),
-two_hops AS (  -- the payer's prior-30d transfers, each with its payee's 30d reports then
-    SELECT t.transfer_id, coalesce(sum(payee_labels.reports_30d) OVER p30d, 0)
-        AS payer_payee_reports_30d
-    FROM t JOIN label_windows payee_labels
-        ON payee_labels.transfer_id = t.transfer_id AND payee_labels.entity = 'payee'
-    WINDOW p30d AS {_frame("payer_vpa", "INTERVAL 30 DAYS PRECEDING")}
-),
 registered AS (SELECT vpa, event_time FROM {{events}} WHERE event_type = 'REGISTERED'),
 bound AS (SELECT vpa, event_time FROM {{events}} WHERE event_type = 'DEVICE_BOUND'),
 sim AS (SELECT vpa, event_time FROM {{events}} WHERE event_type = 'SIM_CHANGED'),
@@ -289,8 +276,6 @@ SELECT
     payee.payee_failed_7d / NULLIF(payee.payee_count_7d, 0) AS payee_decline_rate_7d,
     payee.new_payers_7d / NULLIF(payee.payee_count_7d, 0) AS payee_new_payer_share_7d,
     t.amount_paise / payee.ok_mean_30d AS payee_amount_ratio_mean_30d,
-    two_hops.payer_payee_reports_30d::DOUBLE AS payer_payee_reports_30d,
-    device.device_payers_7d::DOUBLE AS device_payers_7d,
     {_LABELS_OUT},
     {_DAYS_SINCE_OUT},
     pair.pair_prior_count::DOUBLE AS pair_prior_count,
@@ -302,8 +287,6 @@ JOIN payer USING (transfer_id)
 JOIN payee USING (transfer_id)
 JOIN pair USING (transfer_id)
 JOIN passthrough USING (transfer_id)
-LEFT JOIN device USING (transfer_id)
-LEFT JOIN two_hops USING (transfer_id)
 {_LABELS_JOIN}
 LEFT JOIN first_seen ON first_seen.vpa = t.payee_vpa
 ASOF LEFT JOIN registered reg_payer

@@ -102,13 +102,6 @@ FEATURE_CODES: tuple[ReasonCode, ...] = (
         70,
     ),
     ReasonCode(
-        "SHARED_DEVICE",
-        "The payer's device was used by 3+ payers in the last 7 days.",
-        "feature",
-        _f("device_payers_7d") >= 3,
-        68,
-    ),
-    ReasonCode(
         "FIRST_TIME_PAYEE_HIGH_AMOUNT",
         "₹10,000+ to a payee the payer has never paid before.",
         "feature",
@@ -163,14 +156,6 @@ FEATURE_CODES: tuple[ReasonCode, ...] = (
         "feature",
         (_f("payer_distinct_payees_24h") >= 5) & (_f("payer_new_payee_share_24h") >= 0.8),
         45,
-    ),
-    ReasonCode(
-        "PAYER_PAID_REPORTED_PAYEES",
-        "The payer's payments of the last 30 days went to payees with 3+ fraud reports in "
-        "total when paid (counted per payment).",
-        "feature",
-        _f("payer_payee_reports_30d") >= 3,
-        42,
     ),
     ReasonCode(
         "PAYEE_VOLUME_SPIKE",

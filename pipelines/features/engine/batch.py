@@ -106,7 +106,7 @@ def _compute(
             return facts, onward
 
         payee_side = pool.submit(payee_side_features)
-        payer_enc, sent, lo24, lo30 = payer_features(payer, inp, clock, events, payer_keys, out)
+        payer_enc, sent, lo24 = payer_features(payer, inp, clock, events, payer_keys, out)
         out.put("payer_new_device", new_device(payer, inp), payer.perm)
         device = h.pop("payer_device_id_0"), h.pop("payer_device_id_1")
         facts, onward = payee_side.result()
@@ -114,10 +114,10 @@ def _compute(
 
         def payee_side_last() -> None:
             passthrough(payee, payer, payer_enc, sent, onward, clock, out)
-            device_features(inp, *device, payer, clock, out)
+            device_features(inp, *device, clock, out)
 
         payee_side = pool.submit(payee_side_last)
-        payer_counterparty_features(payer, facts, lo24, lo30, out)
+        payer_counterparty_features(payer, facts, lo24, out)
         payee_side.result()
     missing = set(FEATURE_NAMES) ^ out.done
     assert not missing, f"features computed and catalogued differ: {sorted(missing)}"

@@ -2,7 +2,7 @@
 process computing features should start with.
 
 Fresh memory costs 1-3 s per GB in page faults on the project's 2-core VM. The feature blocks
-(4.2 GB for 10M transfers: 36 float64 and 33 float32 rows) are therefore mapped up front, on a spare thread while the inputs
+(4.1 GB for 10M transfers: 36 float64 and 31 float32 rows) are therefore mapped up front, on a spare thread while the inputs
 are read, instead of page by page as the computing threads write features into it. It takes
 ordinary 4 KB pages: asked for transparent huge pages (MADV_HUGEPAGE), the kernel compacted
 memory to find them, and mapping 700 MB took 1.3 s more CPU on the VM.
@@ -61,7 +61,7 @@ def populated_block(rows: int, n: int, dtype: type = np.float64) -> np.ndarray:
 
 def release_row(block: np.ndarray, i: int) -> None:
     """Give row `i` of a `populated_block` back to the system once it is copied out: the
-    output frame then grows as the blocks shrink, instead of both being held at once (2 x 4.2
+    output frame then grows as the blocks shrink, instead of both being held at once (2 x 4.1
     GB at 10M transfers). Any other array is left alone; a released row reads as zeros, so the
     row must be copied out, not wrapped, before."""
     buffer = block.base

@@ -50,9 +50,9 @@ def payer_features(
     events: EventTable,
     keys: Keys,
     out: Out,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Payer features but those of counterparties; returns the encoded positions, the prefix
-    sums of money sent and the 24-hour and 30-day window starts."""
+    sums of money sent and the 24-hour window starts."""
     key, perm, tie = g.gid, g.perm, g.tie
     n = key.size
     enc = clock.encode(key, g.time)
@@ -98,7 +98,7 @@ def payer_features(
     out.put("payer_night_share_30d", ratio(night, tie - lo30), perm)
     del night, fails, flags
     amount[~ok] = 0
-    return enc, prefix(amount), lo24, lo30
+    return enc, prefix(amount), lo24
 
 
 def _zscore(
@@ -170,16 +170,11 @@ def new_device(payer: Groups, inp: Inputs) -> np.ndarray:
     return head_new[run] & (payer.time == payer.time[heads][run])
 
 
-def payer_counterparty_features(
-    g: Groups, facts: np.ndarray, lo24: np.ndarray, lo30: np.ndarray, out: Out
-) -> None:
-    """The payer's distinct and first-time payees over 24 hours, from the pair facts, and its
-    payees' fraud reports over 30 days (the payee side's must be written already)."""
+def payer_counterparty_features(g: Groups, facts: np.ndarray, lo24: np.ndarray, out: Out) -> None:
+    """The payer's distinct and first-time payees over 24 hours, from the pair facts."""
     perm, tie = g.perm, g.tie
     pf = facts[perm]
     out.put("payer_distinct_payees_24h", distinct(g, pf, "24h", lo24, out.kernels), perm)
     firsts = range_sum(g, bit(pf, PAIR_FIRST), lo24, tie, out.kernels)
     del pf
     out.put("payer_new_payee_share_24h", ratio(firsts, tie - lo24), perm)
-    reports = out.column("payee_fraud_reports_30d")[perm].astype(np.int64)
-    out.put("payer_payee_reports_30d", range_sum(g, reports, lo30, tie, out.kernels), perm)

@@ -1,6 +1,5 @@
 """The features of one incoming transfer (the online decision path), by the batch engine run on
-the history the transfer's features read: its payer's, its payee's and its device's, and the
-reported frauds on the payees its payer paid in the last 30 days."""
+the history the transfer's features read: its payer's, its payee's and its device's."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from pipelines.features.engine.batch import compute_features
 from pipelines.features.engine.inputs import (
     ACCOUNT_EVENT_COLUMNS,
     LABEL_COLUMNS,
-    LONGEST_WINDOW,
     TRANSFER_COLUMNS,
 )
 
@@ -63,21 +61,11 @@ def features_for_transfer(
             & (pl.col("transfer_id") != transfer["transfer_id"])
         )
     )
-    # Two hops (payer_payee_reports_30d): the reports on the payees the payer paid lately.
-    recent_payees = prior.filter(
-        (pl.col("payer_vpa") == payer)
-        & (pl.col("created_at").dt.epoch("us") >= cutoff - _epoch_us_span(LONGEST_WINDOW))
-    ).select("payee_vpa")
-    frauds = labels.lazy().filter(pl.col("label") == "FRAUD").select("transfer_id")
     relevant = (
         prior.filter(
             pl.col("payer_vpa").is_in([payer, payee])
             | (pl.col("payee_vpa") == payee)
             | (pl.col("payer_device_id") == transfer["payer_device_id"])
-            | (
-                pl.col("payee_vpa").is_in(recent_payees.collect()["payee_vpa"].implode())
-                & pl.col("transfer_id").is_in(frauds.collect()["transfer_id"].implode())
-            )
         )
         .with_columns(_as_utc("created_at"))
         .cast(_TRANSFER_SCHEMA)
@@ -92,10 +80,6 @@ def features_for_transfer(
     )
     frame = compute_features(pl.concat([relevant, one]), events, known, targets=one["transfer_id"])
     return {name: frame[name][0] for name in FEATURE_NAMES}
-
-
-def _epoch_us_span(span: timedelta) -> int:
-    return span // timedelta(microseconds=1)
 
 
 def _epoch_us(moment: datetime) -> int:
