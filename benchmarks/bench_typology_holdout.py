@@ -43,7 +43,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.features.definitions import FEATURE_NAMES, LABEL_WINDOWS
+from pipelines.features.definitions import FEATURE_NAMES, LABEL_RECENCY_FEATURES
 from pipelines.risk.backtest import load_ledger
 from pipelines.risk.folds import fit_on_training_set, score_test_set
 from pipelines.risk.labels import evaluation_targets, training_targets
@@ -53,15 +53,8 @@ from pipelines.sandbox.simulator import SimulationConfig, simulate
 from pipelines.settings import Settings
 
 # The families of features issue 12 added; OLD_FEATURES is the catalogue before them.
-_LABEL_RECENCY = (
-    *(f"fraud_reports_{w}" for w in LABEL_WINDOWS),
-    *(f"fraud_rate_{w}" for w in LABEL_WINDOWS),
-    "days_since_fraud_report",
-)
 NEW_FAMILIES: dict[str, tuple[str, ...]] = {
-    "payee label recency": tuple(f"payee_{stem}" for stem in _LABEL_RECENCY),
-    "payer label recency": tuple(f"payer_{stem}" for stem in _LABEL_RECENCY),
-    "device label recency": tuple(f"device_{stem}" for stem in _LABEL_RECENCY),
+    **{f"{group} label recency": names for group, names in LABEL_RECENCY_FEATURES.items()},
     "payee first-time payers, ticket": (
         "payee_new_payer_share_7d",
         "payee_amount_ratio_mean_30d",

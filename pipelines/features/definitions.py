@@ -229,6 +229,10 @@ FEATURES: tuple[Feature, ...] = (
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+# Each entity's recent-report features (`_label_recency`), e.g. for an ablation of the family.
+LABEL_RECENCY_FEATURES: dict[str, tuple[str, ...]] = {
+    group: tuple(f.name for f in _label_recency(group)) for group in _LABEL_ENTITIES
+}
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 
 # Counts and 0/1 flags are whole numbers: Float32 holds them exactly (below 2**24, far above

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.features import definitions
 from pipelines.features.engine.events import event_spans
 from pipelines.features.engine.inputs import DAY, Inputs
 from pipelines.features.engine.output import Out
 from pipelines.features.engine.sorted_keys import Clock, Groups, lower_bounds
 from pipelines.features.engine.windows import ratio
 
-LABEL_WINDOWS = {"1d": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
+# The catalogue names the windows in days ("1d", "7d", "30d"); here each is its span.
+LABEL_WINDOWS = {w: int(w.removesuffix("d")) * DAY for w in definitions.LABEL_WINDOWS}
 
 
 @dataclass
