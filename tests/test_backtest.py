@@ -93,35 +93,23 @@ def write_foreign_ledger(root: Path, *, days: int = 40, seed: int = 11) -> dict[
     return {"transfers": len(transfers), "frauds": frauds, "labels": len(labels)}
 
 
-def test_backtest_on_a_foreign_ledger(tmp_path):
-    ledger = tmp_path / "their-ledger"
-    made = write_foreign_ledger(ledger)
-    out = tmp_path / "backtest"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "backtest",
-            "--ledger",
-            str(ledger),
-            "--out",
-            str(out),
-            "--test-start",
-            "2025-07-01",
-            "--test-days",
-            "5",
-            "--delay-days",
-            "3",
-            "--folds",
-            "2",
-            "--maturity-days",
-            "5",
-        ],
+def run_backtest_cli(ledger: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
+    """`upi-risk backtest` on `ledger` into `out`: tests from 2025-07-01, 5 days, a 3-day gap."""
+    command = (sys.executable, "-m", "pipelines.cli", "backtest")
+    window = ("--test-start", "2025-07-01", "--test-days", "5", "--delay-days", "3")
+    return subprocess.run(
+        [*command, "--ledger", str(ledger), "--out", str(out), *window, *options],
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+def test_backtest_on_a_foreign_ledger(tmp_path):
+    ledger = tmp_path / "their-ledger"
+    made = write_foreign_ledger(ledger)
+    out = tmp_path / "backtest"
+    result = run_backtest_cli(ledger, out, "--folds", "2", "--maturity-days", "5")
     assert result.returncode == 0, result.stderr
     assert "average_precision" in result.stdout and "logistic" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -362,32 +350,8 @@ def test_backtest_with_the_delayed_label_protocol(tmp_path):
     ledger = tmp_path / "their-ledger"
     write_foreign_ledger(ledger)
     out = tmp_path / "backtest"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "backtest",
-            "--ledger",
-            str(ledger),
-            "--out",
-            str(out),
-            "--protocol",
-            "delayed-labels",
-            "--test-start",
-            "2025-07-01",
-            "--test-days",
-            "5",
-            "--delay-days",
-            "3",
-            "--train-days",
-            "14",
-            "--folds",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
+    result = run_backtest_cli(
+        ledger, out, "--protocol", "delayed-labels", "--train-days", "14", "--folds", "2"
     )
     assert result.returncode == 0, result.stderr
     assert "protocol: delayed-labels" in result.stdout
