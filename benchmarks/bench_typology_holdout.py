@@ -47,7 +47,7 @@ from pipelines.features.definitions import FEATURE_NAMES, LABEL_RECENCY_FEATURES
 from pipelines.risk.backtest import load_ledger
 from pipelines.risk.folds import fit_on_training_set, score_test_set
 from pipelines.risk.labels import evaluation_targets, training_targets
-from pipelines.risk.metrics import window_metrics
+from pipelines.risk.metrics import DEFAULT_HOLD_RATE, DEFAULT_REVIEW_CAPACITY, window_metrics
 from pipelines.risk.model import GradientBoostingRiskModel, LogisticRiskModel
 from pipelines.sandbox.simulator import SimulationConfig, simulate
 from pipelines.settings import Settings
@@ -130,7 +130,7 @@ def main() -> None:
         help="days of each train world: its labels mature over the last 30 (maturity_days)",
     )
     parser.add_argument("--test-days", type=int, default=14, help="the test world's last days")
-    parser.add_argument("--hold-rate", type=float, default=0.005)
+    parser.add_argument("--hold-rate", type=float, default=DEFAULT_HOLD_RATE)
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "upi-risk-holdout"
     )
@@ -162,7 +162,9 @@ def main() -> None:
         began = time.perf_counter()
         fit_on_training_set(model, train, names)
         scored = score_test_set(model, test, names)
-        metrics = window_metrics(scored, review_capacity=100, hold_rate=args.hold_rate)
+        metrics = window_metrics(
+            scored, review_capacity=DEFAULT_REVIEW_CAPACITY, hold_rate=args.hold_rate
+        )
         metrics["fit_seconds"] = round(time.perf_counter() - began, 1)
         results[name] = metrics
         print(f"{name}: AP {metrics['average_precision']:.3f}", file=sys.stderr)
