@@ -6,12 +6,15 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pipelines.decisions.policy import (
     Policy,
     confirmed_mule_vpas,
     decide,
+    decide_one,
 )
 from pipelines.decisions.record import DecisionRecord, decision_id
 from pipelines.decisions.scoring import decision_records
@@ -315,3 +318,74 @@ def test_reason_code_page_matches_the_catalogue():
 
     page = (Path(__file__).parents[1] / "docs" / "reason-codes.md").read_text()
     assert reason_code_table() in page
+
+
+# one row online (decide_one) against the batch (decide) -------------------------------------
+
+# Values at and around every threshold the conditions use, and null.
+_NEAR = [None, 0.0, 0.01, 0.049, 0.05, 0.8, 0.9, 1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 10.0, 12.0, 15.0]
+_NEAR += [23.9, 24.0, 71.9, 72.0, 200.0, 719.0, 720.0, 1e4, 3e4]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    score=st.sampled_from([0.01, 0.5, 0.79, 0.8, 0.9, 0.97, 0.99]),
+    amount=st.sampled_from([100, 199_999, 200_000, 500_000, 1_000_000, 10_000_000, 10_000_001]),
+    payee_type=st.sampled_from(["PERSON", "MERCHANT"]),
+    mcc=st.sampled_from(["0000", "5411", *sorted(c.P2M_HIGH_LIMIT_MCCS)[:1]]),
+    listed=st.sampled_from(["none", "block", "allow_payee", "allow_pair"]),
+    max_codes=st.integers(1, 4),
+)
+def test_decide_one_equals_the_batch_decide(
+    data, score, amount, payee_type, mcc, listed, max_codes
+):
+    features = {name: data.draw(st.sampled_from(_NEAR), label=name) for name in FEATURES}
+    features.pop("amount_paise", None)
+    r = row(1, risk_score=score, amount_paise=amount, payee_type=payee_type, mcc=mcc, **features)
+    policy = POLICY.model_copy(update={"max_reason_codes": max_codes})
+    blocklist = {r["payee_vpa"]} if listed == "block" else set()
+    allowlist = {
+        "allow_payee": {r["payee_vpa"]},
+        "allow_pair": {f"{r['payer_vpa']}->{r['payee_vpa']}"},
+    }.get(listed, set())
+    batch = decided(r, policy=policy, blocklist=blocklist, allowlist=allowlist)[0]
+    online = decide_one(r, policy, score=score, blocklisted=bool(blocklist), allowlist=allowlist)
+    assert online == (batch[0], batch[1])
+
+
+def test_decide_one_without_a_score_applies_the_hard_rules_then_the_fallback():
+    over = row(1, amount_paise=c.P2P_LIMIT_PAISE + 1)
+    assert decide_one(over, POLICY, score=None, blocklisted=False, allowlist=set()) == (
+        "BLOCK",
+        ["OVER_UPI_LIMIT"],
+    )
+    listed = row(2)
+    assert decide_one(listed, POLICY, score=None, blocklisted=True, allowlist=set()) == (
+        "BLOCK",
+        ["BLOCKLISTED_PAYEE"],
+    )
+    plain = row(3)
+    assert decide_one(plain, POLICY, score=None, blocklisted=False, allowlist=set()) == (
+        "ALLOW",
+        ["MODEL_UNAVAILABLE"],
+    )
+    assert decide_one(
+        plain, POLICY, score=None, blocklisted=False, allowlist=set(), fallback="HOLD"
+    ) == ("HOLD", ["MODEL_UNAVAILABLE"])
+    with pytest.raises(ValueError, match="fallback 'BLOCK'"):
+        decide_one(plain, POLICY, score=None, blocklisted=False, allowlist=set(), fallback="BLOCK")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), amount=st.sampled_from([100, 199_999, 200_000, 500_000, 1_000_000]))
+def test_reason_mask_of_one_row_equals_the_expression(data, amount):
+    # Each feature null or near its thresholds; sparse, so that each code is often decided
+    # by one of its terms being null (where Kleene logic matters).
+    features = {
+        name: data.draw(st.sampled_from([None, None, *_NEAR]), label=name) for name in FEATURES
+    }
+    features["amount_paise"] = amount
+    r = row(1, **features)
+    batch = frame(r).select(rc.reason_mask_expr()).item()
+    assert rc.reason_mask_one(r) == batch

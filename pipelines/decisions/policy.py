@@ -9,8 +9,10 @@ blocked transfers carry reason codes from `pipelines.risk.reasons`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -79,6 +81,12 @@ def upi_limit_paise() -> pl.Expr:
         sorted(c.P2M_HIGH_LIMIT_MCCS)
     )
     return pl.when(verified).then(c.P2M_LIMIT_PAISE).otherwise(c.P2P_LIMIT_PAISE)
+
+
+def upi_limit_paise_of(payee_type: str, mcc: str | None) -> int:
+    """`upi_limit_paise` of one transfer."""
+    verified = payee_type == "MERCHANT" and mcc in c.P2M_HIGH_LIMIT_MCCS
+    return c.P2M_LIMIT_PAISE if verified else c.P2P_LIMIT_PAISE
 
 
 def _hard_rule(policy: Policy, blocklist: set[str], allowlist: set[str]) -> pl.Expr:
@@ -156,6 +164,58 @@ def decide(
     )
     codes = rc.codes_from_keys(out.select(key).to_series(), max_codes=policy.max_reason_codes)
     return out.drop("_rule").with_columns(codes)
+
+
+def hard_rule_one(
+    transfer: Mapping[str, Any], policy: Policy, *, blocklisted: bool, allowlist: set[str]
+) -> str | None:
+    """The code of the hard rule that decides one transfer, or None: `_hard_rule` for a row.
+    `blocklisted` says whether its payee was on the block list in force."""
+    if policy.block_over_upi_limit and transfer["amount_paise"] > upi_limit_paise_of(
+        transfer["payee_type"], transfer.get("mcc")
+    ):
+        return rc.OVER_UPI_LIMIT.code
+    if policy.block_listed_payees and blocklisted:
+        return rc.BLOCKLISTED_PAYEE.code
+    if policy.allow_listed and allowlist:
+        payee = transfer["payee_vpa"]
+        if payee in allowlist or f"{transfer['payer_vpa']}{PAIR_SEPARATOR}{payee}" in allowlist:
+            return rc.ALLOWLISTED.code
+    return None
+
+
+def decide_one(
+    values: Mapping[str, Any],
+    policy: Policy,
+    *,
+    score: float | None,
+    blocklisted: bool,
+    allowlist: set[str],
+    fallback: str = ALLOW,
+) -> tuple[str, list[str]]:
+    """(decision, reason codes) of one transfer: `decide` for a row, without a frame.
+
+    `values` holds the transfer's fields (DECISION_INPUT_COLUMNS) and its features. A score of
+    None means the model could not score it in time: the hard rules still apply, then
+    `fallback` (ALLOW or HOLD) decides, with the reason MODEL_UNAVAILABLE.
+    """
+    if fallback not in (ALLOW, HOLD):
+        raise ValueError(f"fallback {fallback!r}: expected ALLOW or HOLD")
+    rule = hard_rule_one(values, policy, blocklisted=blocklisted, allowlist=allowlist)
+    if rule is not None:
+        return (ALLOW if rule == rc.ALLOWLISTED.code else BLOCK), [rule]
+    if score is None:
+        return fallback, [rc.MODEL_UNAVAILABLE.code]
+    decision = ALLOW
+    if score >= policy.hold_threshold:
+        decision = HOLD
+    if policy.block_threshold is not None and score >= policy.block_threshold:
+        decision = BLOCK
+    if decision == ALLOW:
+        return decision, []
+    mask = rc.reason_mask_one(values)
+    key = mask if mask else rc.single_code_key(rc.HIGH_MODEL_SCORE.code)
+    return decision, rc.codes_of_key(key, max_codes=policy.max_reason_codes)
 
 
 def confirmed_mule_vpas(

@@ -7,20 +7,117 @@ online API, the review queue and the docs all read this catalogue.
 
 Amounts in conditions come from the ledger's `amount_paise` (carried next to the features), so
 rupee thresholds do not depend on how `amount_log` is scaled.
+
+A condition is written once and evaluated two ways: as a Polars expression over a batch, and on
+one row (a mapping) for the online decision path, where building a frame would cost more than
+the whole decision. Both follow Polars' null logic (Kleene: a comparison with null is unknown,
+`unknown & false` is false, `unknown | true` is true, and unknown never fires a code).
 """
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
 Kind = Literal["feature", "model", "rule", "review"]
 MAX_REASON_CODES = 3
 
-_f = pl.col
-_RUPEES = pl.col("amount_paise") / 100
+_Value = Callable[[Mapping[str, Any]], Any]
+
+
+class Term:
+    """A number per row: a column, or a column times a constant."""
+
+    def __init__(self, expr: pl.Expr, value: _Value) -> None:
+        self.expr = expr
+        self.value = value
+
+    def _scaled(self, k: float, op: Callable[[Any, Any], Any]) -> Term:
+        value = self.value
+        return Term(op(self.expr, k), lambda row: None if (v := value(row)) is None else op(v, k))
+
+    def __mul__(self, k: float) -> Term:
+        return self._scaled(k, operator.mul)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, k: float) -> Term:
+        return self._scaled(k, operator.truediv)
+
+    def _compare(self, other: Term | float, op: Callable[[Any, Any], bool]) -> Condition:
+        left = self.value
+        if isinstance(other, Term):
+            right, right_expr = other.value, other.expr
+        else:
+            right, right_expr = (lambda row, k=other: k), pl.lit(other)
+
+        def value(row: Mapping[str, Any]) -> bool | None:
+            a, b = left(row), right(row)
+            return None if a is None or b is None else bool(op(a, b))
+
+        return Condition(op(self.expr, right_expr), value)
+
+    def __ge__(self, other: Term | float) -> Condition:  # type: ignore[override]
+        return self._compare(other, operator.ge)
+
+    def __lt__(self, other: Term | float) -> Condition:  # type: ignore[override]
+        return self._compare(other, operator.lt)
+
+    def __eq__(self, other: Term | float) -> Condition:  # type: ignore[override]
+        return self._compare(other, operator.eq)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Condition:
+    """A true / false / unknown (None) per row, as a Polars expression and on one row."""
+
+    def __init__(self, expr: pl.Expr, value: _Value) -> None:
+        self.expr = expr
+        self.value = value
+
+    def __and__(self, other: Condition) -> Condition:
+        a, b = self.value, other.value
+
+        def value(row: Mapping[str, Any]) -> bool | None:
+            x, y = a(row), b(row)
+            if x is False or y is False:
+                return False
+            return None if x is None or y is None else True
+
+        return Condition(self.expr & other.expr, value)
+
+    def __or__(self, other: Condition) -> Condition:
+        a, b = self.value, other.value
+
+        def value(row: Mapping[str, Any]) -> bool | None:
+            x, y = a(row), b(row)
+            if x is True or y is True:
+                return True
+            return None if x is None or y is None else False
+
+        return Condition(self.expr | other.expr, value)
+
+    def fires(self, row: Mapping[str, Any]) -> bool:
+        """Whether the condition holds on one row (unknown does not fire)."""
+        return self.value(row) is True
+
+
+def _f(name: str) -> Term:
+    """A feature (or ledger) column; None or NaN is null, as in the batch frame."""
+
+    def value(row: Mapping[str, Any]) -> Any:
+        v = row.get(name)
+        return None if v is None or v != v else v  # v != v: NaN
+
+    return Term(pl.col(name), value)
+
+
+_RUPEES = _f("amount_paise") / 100
 
 
 @dataclass(frozen=True)
@@ -30,7 +127,7 @@ class ReasonCode:
     code: str
     meaning: str
     kind: Kind
-    condition: pl.Expr | None = None
+    condition: Condition | None = None
     strength: float = 0.0
 
 
@@ -178,6 +275,12 @@ HIGH_MODEL_SCORE = ReasonCode(
     "The model's risk score is high but no single rule above explains it.",
     "model",
 )
+MODEL_UNAVAILABLE = ReasonCode(
+    "MODEL_UNAVAILABLE",
+    "The online decision could not be scored in time (state, features or model failed or ran "
+    "late); the documented fallback decided it, after the hard rules.",
+    "model",
+)
 OVER_UPI_LIMIT = ReasonCode(
     "OVER_UPI_LIMIT",
     "Over the UPI per-transfer limit for the payee type and merchant category (hard rule).",
@@ -209,6 +312,7 @@ CATALOGUE: dict[str, ReasonCode] = {
     for rc in (
         *FEATURE_CODES,
         HIGH_MODEL_SCORE,
+        MODEL_UNAVAILABLE,
         OVER_UPI_LIMIT,
         BLOCKLISTED_PAYEE,
         ALLOWLISTED,
@@ -225,7 +329,7 @@ def required_columns() -> list[str]:
     names: set[str] = set()
     for rc in FEATURE_CODES:
         assert rc.condition is not None
-        names.update(rc.condition.meta.root_names())
+        names.update(rc.condition.expr.meta.root_names())
     return sorted(names)
 
 
@@ -244,10 +348,22 @@ def reason_mask_expr() -> pl.Expr:
     """A UInt64 bitmask per row of the feature codes that fire (bit i: i-th strongest code)."""
     return pl.sum_horizontal(
         [
-            pl.when(rc.condition).then(pl.lit(1 << i, pl.UInt64)).otherwise(pl.lit(0, pl.UInt64))
+            pl.when(rc.condition.expr)
+            .then(pl.lit(1 << i, pl.UInt64))
+            .otherwise(pl.lit(0, pl.UInt64))
             for i, rc in enumerate(_BY_STRENGTH)
         ]
     ).alias("reason_mask")
+
+
+def reason_mask_one(row: Mapping[str, Any]) -> int:
+    """The bitmask of `reason_mask_expr` for one row given as {column: value}."""
+    mask = 0
+    for i, rc in enumerate(_BY_STRENGTH):
+        assert rc.condition is not None
+        if rc.condition.fires(row):
+            mask |= 1 << i
+    return mask
 
 
 def single_code_key(code: str) -> int:
@@ -257,16 +373,18 @@ def single_code_key(code: str) -> int:
     return _KEY_OF_CODE[code]
 
 
-def codes_from_keys(keys: pl.Series, *, max_codes: int = MAX_REASON_CODES) -> pl.Series:
-    """Reason-code lists for keys: a feature mask gives its codes (strongest first, at most
+def codes_of_key(key: int, *, max_codes: int = MAX_REASON_CODES) -> list[str]:
+    """The reason codes of one key: a feature mask gives its codes (strongest first, at most
     `max_codes`); a single-code key gives that code; 0 gives an empty list."""
+    if key in _SINGLE_CODE_KEYS:
+        return [_SINGLE_CODE_KEYS[key]]
+    return [rc.code for i, rc in enumerate(_BY_STRENGTH) if key >> i & 1][:max_codes]
+
+
+def codes_from_keys(keys: pl.Series, *, max_codes: int = MAX_REASON_CODES) -> pl.Series:
+    """Reason-code lists for a column of keys (see `codes_of_key`)."""
     distinct = keys.unique().drop_nulls().to_list()
-    lists: list[list[str]] = []
-    for key in distinct:
-        if key in _SINGLE_CODE_KEYS:
-            lists.append([_SINGLE_CODE_KEYS[key]])
-        else:
-            lists.append([rc.code for i, rc in enumerate(_BY_STRENGTH) if key >> i & 1][:max_codes])
+    lists = [codes_of_key(key, max_codes=max_codes) for key in distinct]
     return keys.replace_strict(distinct, lists, default=[], return_dtype=pl.List(pl.String)).alias(
         "reason_codes"
     )
