@@ -21,6 +21,8 @@ EVENT_TABLES = {
 # The decision of record of each transfer: its first live (non-shadow) decision, the one the
 # transfer service acted on; written by the scoring pass (decisions.scoring), read by the adoption marts.
 DECISIONS_TABLE = "risk.transfer_decisions"
+# What the online decision service decided, before the money moved (decisions.online_record).
+ONLINE_DECISIONS_TABLE = "risk.online_decisions"
 # Every score of every transfer, live and shadow (written by the scoring pass).
 SCORES_TABLE = "risk.transfer_scores"
 # Point-in-time features of each transfer (written by pipelines.features.table).

@@ -17,7 +17,12 @@ import duckdb
 from pipelines.india_time import IST, IST_DAY_SQL
 from pipelines.ledger import contract as c
 from pipelines.privacy import token_from_key_sql, token_key_sql
-from pipelines.warehouse import DECISIONS_TABLE, EVENT_TABLES, table_exists
+from pipelines.warehouse import (
+    DECISIONS_TABLE,
+    EVENT_TABLES,
+    ONLINE_DECISIONS_TABLE,
+    table_exists,
+)
 
 SCHEMA = "adoption"
 
@@ -62,6 +67,7 @@ QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90, 0.99)
 LEDGER_TRANSFERS = "ledger.transfers"
 ACCOUNT_EVENTS = EVENT_TABLES["accounts"]
 PAYER_DAYS = f"{SCHEMA}.payer_days"
+ONLINE_DECISIONS = ONLINE_DECISIONS_TABLE
 
 WEEK_DAYS = 7  # Monday to Sunday, IST
 WAU_DAYS, MAU_DAYS = 7, 30
@@ -417,6 +423,22 @@ def daily_friction_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key
         SELECT * FROM decided UNION ALL SELECT * FROM unscored WHERE n > 0"""
 
 
+def online_decisions_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
+    """Decisions the online service made before the money moved, per day, decision and
+    whether its fallback decided them: how many, and how long the service took."""
+    if not table_exists(con, ONLINE_DECISIONS):
+        return """SELECT NULL::DATE, NULL::VARCHAR, NULL::BOOLEAN, NULL::BIGINT, NULL::DOUBLE,
+            NULL::DOUBLE, NULL::DOUBLE WHERE false"""
+    return f"""
+        SELECT {IST_DAY_SQL.format(column="created_at")} AS day, decision, fallback,
+            count(*) AS decisions,
+            quantile_cont(latency_us, 0.5) / 1000 AS latency_ms_p50,
+            quantile_cont(latency_us, 0.99) / 1000 AS latency_ms_p99,
+            max(latency_us) / 1000 AS latency_ms_max
+        FROM {ONLINE_DECISIONS} WHERE {_within("created_at", days.start, days.end)}
+        GROUP BY ALL"""
+
+
 def friction_retention_sql(con: duckdb.DuckDBPyConnection, days: DayRange, token_key: bytes) -> str:
     """Retention the week after of payers who were held or blocked in a week, against those who were not."""
     # The population is everyone who tried to pay in the week (a held payer may have no
@@ -550,6 +572,12 @@ MARTS: dict[str, Mart] = {
         transfers BIGINT, value_paise BIGINT""",
         daily_friction_sql,
         reads=(LEDGER_TRANSFERS, DECISIONS_TABLE),
+    ),
+    "online_decisions_daily": Mart(
+        """day DATE NOT NULL, decision VARCHAR, fallback BOOLEAN, decisions BIGINT,
+        latency_ms_p50 DOUBLE, latency_ms_p99 DOUBLE, latency_ms_max DOUBLE""",
+        online_decisions_sql,
+        reads=(ONLINE_DECISIONS,),
     ),
     "friction_retention": Mart(
         """week DATE NOT NULL, held BOOLEAN NOT NULL, payers BIGINT,

@@ -257,7 +257,13 @@ def live_policy(registry: ModelRegistry) -> Policy:
     live = registry.live_version()
     if live is None:
         raise LookupError(f"no live model in {registry.root}: train one first")
-    metrics = registry.manifest(live)["metrics"]
+    return model_policy(registry, live)
+
+
+def model_policy(registry: ModelRegistry, version: str) -> Policy:
+    """The policy a model version decides under while it is live (see `live_policy`): what
+    recomputing an old decision needs, since its policy version names the model."""
+    metrics = registry.manifest(version)["metrics"]
     threshold = metrics.get("hold_threshold")
     if threshold is None or not np.isfinite(threshold) or threshold > 1:
         # The rate holds no transfer of the test window (too few, or ties at the top score):
@@ -267,7 +273,7 @@ def live_policy(registry: ModelRegistry) -> Policy:
     if capacity is not None and np.isfinite(capacity):
         threshold = min(max(threshold, capacity), 1.0)
     return Policy(
-        version=f"policy-{live}",
+        version=f"policy-{version}",
         hold_threshold=float(threshold),
         review_capacity=int(
             metrics.get("review_capacity") or Policy.model_fields["review_capacity"].default

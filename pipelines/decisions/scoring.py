@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from pipelines.decisions.online_record import ONLINE_TABLE
 from pipelines.decisions.policy import confirmed_mule_vpas, decide, live_policy
 from pipelines.decisions.record import decision_id, iso_utc
 from pipelines.features.definitions import FEATURE_NAMES
@@ -150,11 +151,18 @@ def recent_decision_records(
 ) -> list[dict[str, Any]]:
     """decisions-v1 records of the live model for transfers within the delivery window."""
     live = registry.live_version()
+    # A transfer decided online already has the decision the transfer service acted on.
+    online = (
+        f"AND transfer_id NOT IN (SELECT transfer_id FROM {ONLINE_TABLE})"
+        if table_exists(con, ONLINE_TABLE)
+        else ""
+    )
     frame = con.sql(
         f"""SELECT transfer_id, risk_score, decision, reason_codes, policy_version
             FROM {SCORES_TABLE}
             WHERE model_version = ? AND NOT shadow
               AND created_at >= (SELECT max(created_at) FROM ledger.transfers) - to_microseconds(?)
+              {online}
             ORDER BY created_at""",
         params=[live, int(settings.delivery_window_hours * 3600 * 1_000_000)],
     ).pl()

@@ -8,7 +8,7 @@ from pipelines.adoption import marts
 from pipelines.defs.ledger.assets import accounts, transfers
 from pipelines.defs.ledger.partitions import ledger_day_partitions, partition_days
 from pipelines.defs.resources import WAREHOUSE_POOL, AdoptionResource, WarehouseResource
-from pipelines.defs.risk.assets import transfer_scores
+from pipelines.defs.risk.assets import online_decisions, transfer_scores
 from pipelines.warehouse import DECISIONS_TABLE
 
 # Single-run backfills are what make a range of days one query per mart; the API is beta.
@@ -21,6 +21,7 @@ _WRITTEN_BY = {
     marts.LEDGER_TRANSFERS: transfers.key,
     marts.ACCOUNT_EVENTS: accounts.key,
     DECISIONS_TABLE: transfer_scores.key,
+    marts.ONLINE_DECISIONS: online_decisions.key,
 }
 
 

@@ -144,7 +144,66 @@ def live_model(context: dg.AssetExecutionContext, risk: RiskResource) -> dg.Mate
 
 
 @dg.asset(
-    group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=[transfer_features, live_model]
+    group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=[transfers, transfer_features]
+)
+def online_decisions(warehouse: WarehouseResource, risk: RiskResource) -> dg.MaterializeResult:
+    """What `upi-risk serve` decided before the money moved, copied from the operational
+    database: the decisions of record of the transfers it decided (they replace batch ones)."""
+    from pipelines.decisions.online_log import online_engine
+    from pipelines.decisions.online_record import ONLINE_TABLE, load_online_decisions
+
+    engine = online_engine(risk.operational_db_url)
+    with warehouse.connect() as con:
+        result = load_online_decisions(con, engine)
+        summary = con.sql(
+            f"""SELECT count(*) AS decisions, count(*) FILTER (WHERE fallback) AS fallbacks,
+                    quantile_cont(latency_us, 0.5) / 1000 AS latency_ms_p50,
+                    quantile_cont(latency_us, 0.99) / 1000 AS latency_ms_p99
+                FROM {ONLINE_TABLE}"""
+        ).pl()
+    return dg.MaterializeResult(
+        metadata={
+            **result,
+            "table": ONLINE_TABLE,
+            "all_online_decisions": dg.MetadataValue.md(markdown_table(summary)),
+        }
+    )
+
+
+@dg.asset_check(asset=online_decisions, blocking=False)
+def online_batch_parity(warehouse: WarehouseResource, risk: RiskResource) -> dg.AssetCheckResult:
+    """A sample of the latest day's online decisions recomputed in batch: the share whose
+    features and decision match (warns below 99.9%: the online and batch paths drift)."""
+    from pipelines.decisions.online_record import PARITY_WARN_BELOW, online_batch_parity
+
+    with warehouse.connect(read_only=True) as con:
+        report = online_batch_parity(
+            con,
+            risk.registry,
+            allowlist_path=Path(risk.allowlist_path) if risk.allowlist_path else None,
+        )
+    share = report.share_matching
+    return dg.AssetCheckResult(
+        passed=share is None or share >= PARITY_WARN_BELOW,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            "no online decision with batch features yet"
+            if share is None
+            else f"{share:.2%} of {report.sampled} sampled online decisions match the batch"
+        ),
+        metadata={
+            k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v
+            for k, v in report.as_metadata().items()
+            if v is not None
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    deps=[transfer_features, live_model, online_decisions],
 )
 def transfer_scores(warehouse: WarehouseResource, risk: RiskResource) -> dg.MaterializeResult:
     """Risk score, decision and reason codes of every transfer (live model; challengers in shadow)."""
@@ -169,7 +228,7 @@ def transfer_scores(warehouse: WarehouseResource, risk: RiskResource) -> dg.Mate
     )
 
 
-@dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, deps=[transfer_scores])
+@dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, deps=[transfer_scores, online_decisions])
 def decision_outbox(
     warehouse: WarehouseResource, risk: RiskResource, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:

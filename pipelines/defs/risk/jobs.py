@@ -1,17 +1,24 @@
 """Risk jobs: daily retraining behind the promotion gate, and scoring as transfers arrive."""
 
-import dagster as dg
+import json
 
-from pipelines.defs.ledger.assets import transfers
+import dagster as dg
+import duckdb
+import httpx
+
+from pipelines.defs.ledger.assets import labels, transfers
+from pipelines.defs.resources import WarehouseResource
 from pipelines.defs.risk.assets import (
     decision_delivery,
     decision_outbox,
     live_model,
+    online_decisions,
     risk_model,
     transfer_features,
     transfer_scores,
 )
 from pipelines.india_time import IST_TIME_ZONE
+from pipelines.settings import Settings
 
 risk_training = dg.define_asset_job(
     name="risk_training",
@@ -22,9 +29,9 @@ risk_training = dg.define_asset_job(
 risk_scoring = dg.define_asset_job(
     name="risk_scoring",
     selection=dg.AssetSelection.assets(
-        transfer_features, transfer_scores, decision_outbox, decision_delivery
+        transfer_features, online_decisions, transfer_scores, decision_outbox, decision_delivery
     ),
-    description="Score new transfers, decide, queue and deliver the decisions.",
+    description="Load the online decisions, score the rest, decide, queue and deliver.",
 )
 
 risk_daily_retraining = dg.ScheduleDefinition(
@@ -41,3 +48,31 @@ def score_new_transfers_sensor(
 ) -> dg.RunRequest:
     """Score transfers as soon as a ledger run has refreshed them."""
     return dg.RunRequest(run_key=f"scoring-{asset_event.run_id}")
+
+
+@dg.asset_sensor(asset_key=labels.key, minimum_interval_seconds=30)
+def forward_ledger_updates_sensor(
+    context: dg.SensorEvaluationContext,
+    asset_event: dg.EventLogEntry,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+) -> dg.SkipReason:
+    """After an ingestion, post the labels and account events it loaded to the running
+    decision service (`decision_service_url`), so its state knows them (see
+    `pipelines.decisions.forwarding` for why a sensor)."""
+    from pipelines.decisions.forwarding import forward_ledger_updates
+
+    if not settings.decision_service_url:
+        return dg.SkipReason("no decision_service_url set: nothing to forward to")
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    try:
+        with warehouse.connect(read_only=True) as con:
+            done = forward_ledger_updates(con, settings.decision_service_url, cursor)
+    except (httpx.HTTPError, duckdb.Error) as exc:
+        # The cursor stays: the next ingestion (or evaluation) sends the same rows again.
+        return dg.SkipReason(f"forwarding to {settings.decision_service_url} failed: {exc}")
+    context.update_cursor(json.dumps(done.cursor))
+    return dg.SkipReason(
+        f"forwarded {done.sent} to {settings.decision_service_url}"
+        f" ({done.unknown_transfers} labels about transfers the service does not hold)"
+    )

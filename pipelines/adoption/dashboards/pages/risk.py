@@ -98,7 +98,13 @@ def build(marts: Marts) -> Page:
         FROM {s}.friction_retention WHERE {where} ORDER BY week, held""",
         "friction_retention",
     )
+    online = marts.days(
+        """SELECT day, decision, fallback, decisions, latency_ms_p50, latency_ms_p99,
+            latency_ms_max
+        FROM {s}.online_decisions_daily WHERE {where} ORDER BY day, decision"""
+    )
     page.cards = [
+        *_online_cards(online, marts.window_days),
         Chart(
             "friction-transfers",
             "Share of transfers held or blocked",
@@ -144,6 +150,64 @@ def build(marts: Marts) -> Page:
         ),
     ]
     return page
+
+
+def _online_cards(online: pl.DataFrame, days: list[dt.date]) -> list[Chart | Table]:
+    """Decisions made online, before the money moved: how many, by decision, how many the
+    fallback made, and the service's latency (per day: its median and 99th percentile)."""
+    by_decision = online.group_by("day", "decision").agg(pl.col("decisions").sum())
+    daily = (
+        online.group_by("day")
+        .agg(
+            pl.col("decisions").sum(),
+            pl.col("decisions").filter(pl.col("fallback")).sum().alias("fallbacks"),
+            # A day's latency is its largest group's percentiles: exact when one decision type
+            # dominates (ALLOW), an upper bound of the median otherwise.
+            pl.col("latency_ms_p50").sort_by("decisions").last(),
+            pl.col("latency_ms_p99").max(),
+            pl.col("latency_ms_max").max(),
+        )
+        .sort("day")
+    )
+    return [
+        Chart(
+            "online-decisions",
+            "Decided online, before the money moved",
+            lines(by_decision, "decisions", "decision", "count", days=days, colors=DECISIONS),
+            "Transfers the app asked the decision service about (POST /v1/decisions).",
+            empty="No online decision in this window: the decision service was not asked.",
+        ),
+        Table(
+            "Online decisions: fallbacks and latency",
+            [
+                Column("Day", "day"),
+                Column("Decisions", "count"),
+                Column("Fallbacks", "count"),
+                Column("Latency p50"),
+                Column("Latency p99"),
+                Column("Slowest"),
+            ],
+            [
+                [
+                    row["day"],
+                    row["decisions"],
+                    row["fallbacks"],
+                    _ms(row["latency_ms_p50"]),
+                    _ms(row["latency_ms_p99"]),
+                    _ms(row["latency_ms_max"]),
+                ]
+                for row in daily.to_dicts()
+            ],
+            note="Fallbacks: decided by the hard rules and the fallback (MODEL_UNAVAILABLE) "
+            "because features or the model failed or ran past the deadline. Latency: inside "
+            "the service, from request to durable record.",
+            empty="No online decision in this window.",
+        ),
+    ]
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f} ms"
 
 
 def _stopped_share(
