@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL server started for the test session."""
+"""Shared fixtures: a real PostgreSQL server and a real Redis server started for the test
+session."""
 
 import os
 import shutil
@@ -12,7 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.redis_server import redis_server
+
 PG_DSN_ENV = "UPI_RISK_TEST_PG_DSN"
+REDIS_URL_ENV = "UPI_RISK_TEST_REDIS_URL"
 
 
 def _pg_bin() -> Path:
@@ -85,3 +89,14 @@ def postgres_dsn() -> Iterator[str]:
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The URL of a throwaway Redis server (or the one named by $UPI_RISK_TEST_REDIS_URL; tests
+    then keep to keys under a prefix of their own)."""
+    if os.environ.get(REDIS_URL_ENV):
+        yield os.environ[REDIS_URL_ENV]
+        return
+    with redis_server() as url:
+        yield url
