@@ -14,7 +14,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -58,6 +58,11 @@ class DataDir(BaseModel):
     def models(self) -> Path:
         """The model registry of this instance (instances side by side keep their own)."""
         return self.root / "models"
+
+    @property
+    def online_state(self) -> Path:
+        """The decision service's embedded feature state: a snapshot and an append-only log."""
+        return self.root / "online-state"
 
     @property
     def settings_file(self) -> Path:
@@ -118,6 +123,9 @@ class Settings(BaseSettings):
         None, description="the outbox's database (default: SQLite in the data directory)"
     )
     transfer_service_url: str | None = Field(None, description="where decisions are delivered")
+    decision_service_url: str | None = Field(
+        None, description="a running `upi-risk serve`: ingested labels and events go there too"
+    )
     token_key: SecretStr | None = Field(
         None, description="key of personal-data tokens (default: the data directory's own)"
     )
@@ -133,6 +141,21 @@ class Settings(BaseSettings):
     # long ago and would only come back as 409.
     delivery_window_hours: float = Field(2.0, gt=0.0)
     random_state: int = 0
+
+    # The online decision service (`upi-risk serve`).
+    decision_deadline_ms: float = Field(
+        50.0, gt=0.0, description="a decision's features and score must be ready within this"
+    )
+    # What the service decides when the model cannot (after the hard rules): ALLOW keeps
+    # payments flowing through an outage, HOLD sends them to review instead.
+    decision_fallback: Literal["ALLOW", "HOLD"] = "ALLOW"
+    state_backend: Literal["embedded", "redis"] = Field(
+        "embedded", description="where the online feature state lives"
+    )
+    redis_url: SecretStr | None = Field(None, description="the Redis of the redis state backend")
+    registry_poll_seconds: float = Field(
+        2.0, gt=0.0, description="how often the service looks for a new live model"
+    )
 
     @property
     def paths(self) -> DataDir:

@@ -24,6 +24,7 @@ RANKS = {
     "review": 6,
     "sandbox": 6,
     "adoption": 6,
+    "serving": 6,
     "analyst": 7,
     # The wiring: Dagster definitions, the runner and the command line.
     "defs": 8,

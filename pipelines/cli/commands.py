@@ -17,8 +17,11 @@ from pydantic import ValidationError
 from pipelines.cli.failures import explain_exception, one_line_failures, settings_error
 from pipelines.cli.orchestration import (
     DEMO_SETTINGS,
+    LIVE_HOURS,
+    live_dir,
     run_adoption,
     run_ledger,
+    run_online,
     run_risk,
     run_simulation,
 )
@@ -31,6 +34,7 @@ from pipelines.cli.render import (
     stdout_console,
 )
 from pipelines.ledger.landing import discover
+from pipelines.sandbox.live_traffic import hold_back
 from pipelines.settings import DATA_DIR_ENV, Settings, write_settings_file
 
 
@@ -214,6 +218,8 @@ def demo(users, days, seed, data_dir, as_json):
         simulated = run_simulation(
             paths.landing, paths.ground_truth, users=users, days=days, seed=seed, start=first_day
         )
+        # The last hours wait, so that they can be paid through the decision service.
+        simulated["held_back"] = hold_back(paths.landing, live_dir(settings), hours=LIVE_HOURS)
     else:
         console.print(f"landing files already in {paths.landing}: not simulating again")
     if not paths.settings_file.exists():
@@ -223,9 +229,15 @@ def demo(users, days, seed, data_dir, as_json):
     summary["simulation"] = simulated
     if summary["success"]:
         summary["risk"] = run_risk(settings)
+        if summary["risk"]["success"]:
+            summary["online"] = run_online(settings)
         # Adoption needs only the ledger: the marts mark transfers unscored if risk failed.
         summary["adoption"] = run_adoption(settings)
-        summary["success"] = summary["risk"]["success"] and summary["adoption"]["success"]
+        summary["success"] = (
+            summary["risk"]["success"]
+            and summary.get("online", {}).get("success", False)
+            and summary["adoption"]["success"]
+        )
     summary["seconds"] = round(time.perf_counter() - started, 1)
     _finish(summary, settings, as_json)
 
@@ -395,3 +407,29 @@ def backtest(
     click.echo(result["folds"])  # how many folds the means are over, and why any was skipped
     click.echo(f"metrics: {Path(result['out_dir']) / 'metrics.json'}")
     click.echo(f"scores:  {Path(result['out_dir']) / 'scores.parquet'}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option(
+    "--state-backend",
+    type=click.Choice(["embedded", "redis"]),
+    default=None,
+    help=f"Where the online feature state lives ({_default('state_backend')}); redis needs "
+    "UPI_RISK_REDIS_URL.",
+)
+@data_dir_option
+def serve(host, port, state_backend, data_dir):
+    """Serve real-time decisions (POST /v1/decisions) until stopped.
+
+    The feature state is restored from its snapshot and log (or built from the warehouse when
+    empty), transfers decided before a crash are put back into it, and the live model is
+    swapped in whenever the registry promotes a new one. SIGINT or SIGTERM stop it cleanly:
+    requests in flight finish and the state is snapshotted. One process per embedded state;
+    several replicas share a redis state.
+    """
+    from pipelines.serving.runtime import run_server
+
+    settings = _instance(data_dir, state_backend=state_backend)
+    run_server(settings, host=host, port=port, announce=lambda line: click.echo(line, err=True))

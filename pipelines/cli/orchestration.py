@@ -132,3 +132,75 @@ def run_ledger(settings: Settings) -> dict[str, Any]:
     with console.status("materializing the ledger assets and running their checks..."):
         result = run_job("ledger_ingest", settings)
     return asdict(result)
+
+
+LIVE_HOURS = 4.0  # the demo's last hours, paid through the decision service
+
+
+def live_dir(settings: Settings) -> Path:
+    """Where the demo keeps the live hours it held back from the landing files."""
+    return settings.paths.root / "live"
+
+
+def run_online(settings: Settings) -> dict[str, Any]:
+    """Start `upi-risk serve` on the instance, pay the held-back live hours through it as the
+    reference payments flow (ask, then settle, hold or decline), stop it; then ingest what the
+    live hours landed and load the online decisions into the warehouse."""
+    import contextlib
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from pipelines.runs import run_job
+    from pipelines.sandbox.live_traffic import pay_live_traffic
+
+    live = live_dir(settings)
+    if not (live / "transfers.parquet").exists():
+        return {"success": True, "skipped": f"no live hours held back in {live}"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    log_path = settings.paths.root / "serve.log"
+    command = [sys.executable, "-m", "pipelines.cli", "serve", "--data-dir"]
+    command += [str(settings.paths.root), "--port", str(port)]
+    with log_path.open("w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
+        try:
+            with console.status(f"starting the decision service on {url}..."):
+                started = time.perf_counter()
+                while True:
+                    if server.poll() is not None:
+                        return {
+                            "success": False,
+                            "failures": [f"upi-risk serve exited: see {log_path}"],
+                        }
+                    with contextlib.suppress(httpx.HTTPError):
+                        if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                            break
+                    time.sleep(0.5)
+                ready_s = time.perf_counter() - started
+            with console.status(f"paying the last {LIVE_HOURS:g} hours through {url}..."):
+                report = pay_live_traffic(live, settings.paths.landing, url)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    ledger = run_ledger(settings)
+    with console.status("loading the online decisions into the warehouse..."):
+        scoring = asdict(run_job("risk_scoring", settings))
+    return {
+        "success": ledger["success"] and scoring["success"],
+        "service_ready_seconds": round(ready_s, 1),
+        "live": report.as_dict(),
+        "online_decisions": scoring["assets"].get("online_decisions", {}),
+        "parity": next((c for c in scoring["checks"] if c["check"] == "online_batch_parity"), None),
+        "runs": [ledger, scoring],
+    }

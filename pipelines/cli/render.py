@@ -123,6 +123,8 @@ def print_run(summary: dict[str, Any], paths: DataDir, as_json: bool) -> None:
         out.print(f"[yellow]skipped (blocked upstream)[/yellow]: {', '.join(summary['skipped'])}")
     if summary.get("risk"):
         print_risk(out, summary["risk"])
+    if summary.get("online"):
+        print_online(out, summary["online"])
     if summary.get("adoption"):
         print_adoption(out, summary["adoption"])
     # Paths are echoed plainly: rich would wrap them at the terminal width.
@@ -169,6 +171,39 @@ def print_risk(out: Console, risk: dict[str, Any]) -> None:
             f"({delivery.get('decisions_per_second', 0)}/s; 409: {delivery.get('final_409', 0)}, "
             f"dead letters: {delivery.get('dead', 0)}, still pending: {delivery.get('pending', 0)}); "
             f"the service holds {service['decisions_in_effect']:,} decisions in effect."
+        )
+
+
+def print_online(out: Console, online: dict[str, Any]) -> None:
+    """The live hours the reference payments flow paid through `upi-risk serve`."""
+    live = online.get("live")
+    if not live:
+        if online.get("skipped"):
+            out.print(f"Online decisions: skipped ({online['skipped']})")
+        return
+    decisions = ", ".join(f"{n:,} {d}" for d, n in sorted(live["decisions"].items()))
+    out.print(
+        f"[bold]Online decisions[/bold] (asked before each payment, the service ready in "
+        f"{online['service_ready_seconds']} s): {live['transfers']:,} transfers of the last "
+        f"hours, {decisions}; latency seen by the app p50 {live['latency_ms_p50']} ms, p99 "
+        f"{live['latency_ms_p99']} ms, slowest {live['latency_ms_max']} ms; fallbacks: "
+        f"{live['model_unavailable']} by the service (MODEL_UNAVAILABLE), "
+        f"{live['client_fallbacks']} by the app (no answer in time); "
+        f"{live['outcomes_sent']:,} outcomes, {live['account_events_sent']:,} account events "
+        f"and {live['labels_sent']:,} labels posted back."
+    )
+    parity = online.get("parity")
+    if parity:
+        meta = parity["metadata"]
+        share = meta.get("share_matching")
+        verdict = "passed" if parity["passed"] else "WARNING: below 99.9%"
+        out.print(
+            f"Online/batch parity: {meta.get('sampled', 0):,} online decisions recomputed in "
+            + (
+                f"batch, {share:.2%} match in features and decision ({verdict})"
+                if share is not None
+                else "batch: none with batch features yet"
+            )
         )
 
 

@@ -67,7 +67,7 @@ def load_online_decisions(
 ) -> dict[str, int]:
     """Copy the online decisions recorded since the last copy; make them decisions of record."""
     ensure_online_table(con)
-    cursor = con.sql(f"SELECT coalesce(max(seq), 0) FROM {ONLINE_TABLE}").fetchone()[0]
+    cursor = con.sql(f"SELECT coalesce(max(seq), 0) FROM {ONLINE_TABLE}").fetchall()[0][0]
     copied = 0
     while True:
         rows, cursor = decisions_since(engine, cursor, limit=batch)
@@ -184,11 +184,12 @@ def online_batch_parity(
 ) -> ParityReport:
     """Recompute in batch a sample of `day`'s online decisions (default: the latest day with
     any) and count how many match in features and decision."""
-    ensure_online_table(con)
+    if not table_exists(con, ONLINE_TABLE):
+        return ParityReport(day=day)
     if day is None:
         day = con.sql(
             f"SELECT max(created_at)::DATE FROM {ONLINE_TABLE} WHERE NOT fallback"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     report = ParityReport(day=day)
     if day is None:
         return report
