@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -229,7 +229,7 @@ def pay_live_traffic(
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             for kind, rows in _stream(live):
                 if kind == "transfer":
-                    list(pool.map(pay, rows))
+                    _pay_in_order(pool, pay, rows)
                     report.transfers += len(rows)
                     continue
                 path = "/v1/account-events" if kind == "accounts" else "/v1/labels"
@@ -255,6 +255,28 @@ def pay_live_traffic(
     report.seconds = round(time.perf_counter() - started, 1)
     (live / _DONE).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     return report
+
+
+def _pay_in_order(pool: ThreadPoolExecutor, pay, rows: list[dict[str, Any]]) -> None:
+    """Pay `rows` on the pool, but one payer's transfers one after the other, as a payer's app
+    does (the next payment starts when the last one is answered and settled). The pool runs
+    tasks in the order they were submitted, so a task only ever waits for one already running
+    or done: no deadlock."""
+    last: dict[str, Future] = {}
+    futures = []
+    for row in rows:
+        before = last.get(row["payer_vpa"])
+
+        def task(row: dict[str, Any] = row, before: Future | None = before) -> None:
+            if before is not None:
+                before.result()
+            pay(row)
+
+        future = pool.submit(task)
+        last[row["payer_vpa"]] = future
+        futures.append(future)
+    for future in futures:
+        future.result()
 
 
 _LEDGER_COLUMNS = (
