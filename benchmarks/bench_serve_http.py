@@ -184,7 +184,7 @@ def _wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, 
             "wrk",
             "-t1",
             f"-c{connections}",
-            f"-d{seconds}s",
+            f"-d{max(1, round(seconds))}s",
             "--timeout",
             "2s",
             "-s",
@@ -193,8 +193,9 @@ def _wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, 
         ],
         capture_output=True,
         text=True,
-        check=True,
     )
+    if done.returncode:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     line = next(line for line in done.stdout.splitlines() if line.startswith("WRK "))
     out = json.loads(line[4:])
     out["rate"] = out["requests"] / out["seconds"]

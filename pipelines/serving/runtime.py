@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 _RECONCILE_CHUNK = 5_000
+_SWITCH_INTERVAL_S = 0.0002
 
 
 def open_store(settings: Settings) -> StateStore:
@@ -118,6 +120,10 @@ def run_server(
     flight, commit their decisions and snapshot the state."""
     import uvicorn
 
+    # A request hops between threads (the event loop, the endpoint's worker, the feature stage,
+    # the group-commit writer); with CPython's default 5 ms switch interval each hop can wait
+    # that long for the GIL behind a busy thread, and the hops add up to tens of milliseconds.
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     runtime = build_runtime(settings)
     announce(f"feature state: {runtime.opened}; {runtime.reconciled} recorded transfers restored")
     clean = False
