@@ -40,6 +40,7 @@ a batch goes through them:
   with;
   `_kernels`: numba loops that replace numpy steps in big batches;
 - `single_transfer`: `features_for_transfer`, the online path, by the same batch code.
+Online, `pipelines.features.online` keeps an incremental state that gives the same features.
 """
 
 from pipelines.features.engine.batch import compute_features
