@@ -39,7 +39,13 @@ MAX_BATCH_ITEMS = 10_000
 def plausible_time(value: datetime, field: str, now: datetime | None = None) -> datetime:
     """`value` in UTC if the contract finds it plausible: not before UPI's launch, not more than
     the clock skew ahead of now; else a ValueError saying which bound it breaks."""
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        # An offset that carries the time past year 1 or 9999 in UTC (e.g. 0001-01-01T00:00+00:01).
+        raise ValueError(
+            f"{field} {value.isoformat()} is outside the years 1 to 9999 in UTC"
+        ) from None
     now = now or datetime.now(UTC)
     if value < c.EARLIEST_TIME:
         raise ValueError(
