@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from pipelines.decisions.policy import confirmed_mule_vpas
 from pipelines.features.definitions import FEATURE_NAMES, WHOLE_NUMBER_FEATURES
 from pipelines.features.engine import compute_features
-from pipelines.features.online import OnlineFeatureState, build_state
+from pipelines.features.online import OnlineFeatureState, build_state, compute
+from pipelines.features.online import state as state_module
 from pipelines.features.online.embedded import EmbeddedStore
 from pipelines.features.online.records import RECORD, vpa_key
 
@@ -296,6 +297,41 @@ def test_block_list_is_the_batch_block_list(ledger, minutes):
     state = build_state(EmbeddedStore(), ledger["transfers"], ledger["events"], ledger["labels"])
     expected = confirmed_mule_vpas(ledger["labels"], ledger["transfers"], as_of)
     assert {v for v in VPAS if state.payee_blocklisted(v, as_of)} == expected
+
+
+def test_a_busy_payees_outcomes_are_folded_and_its_answers_kept():
+    rng = random.Random(5)
+    rows = [
+        {
+            "transfer_id": f"T{i}",
+            "created_at": T0 + dt.timedelta(minutes=3 * i),
+            "payer_vpa": rng.choice(VPAS[1:]),
+            "payee_vpa": "a@x",
+            "payee_type": "MERCHANT",
+            "amount_paise": rng.randrange(100, 100_000),
+            "channel": "QR",
+            "payer_device_id": rng.choice(DEVICES),
+            "status": rng.choice(["SUCCESS", "FAILED", "REVERSED"]),
+            "response_code": rng.choice(["00", "Z9", "ZM"]),
+        }
+        for i in range(3 * state_module.FOLD_OUTCOMES_AFTER)
+    ]
+    ledger = {
+        "transfers": pl.DataFrame(rows, schema=TRANSFER_SCHEMA),
+        "events": pl.DataFrame(schema=EVENT_SCHEMA),
+        "labels": pl.DataFrame(schema=LABEL_SCHEMA),
+    }
+    expected = batch(ledger)
+    store = EmbeddedStore()
+    state = OnlineFeatureState(store)
+    held = []
+    for row in rows:  # the live path: features, the transfer PENDING, then its outcome
+        assert_same(state.features(row), expected[row["transfer_id"]], row["transfer_id"])
+        state.record_transfer({**row, "status": None, "response_code": None})
+        state.record_outcome(row["transfer_id"], row["status"], row["response_code"])
+        held.append(compute.outcomes(compute.decode(store.read([vpa_key("a@x")])[0])))
+    assert state.stats()["compactions"] >= 2
+    assert max(held) <= state_module.FOLD_OUTCOMES_AFTER + 1
 
 
 # --- where online differs from the batch by nature (state.py's docstring) -------------------

@@ -100,6 +100,15 @@ def test_an_empty_append_creates_no_key(store):
     assert store.stats()["keys"] == 1
 
 
+def test_set_if_absent_many_stores_only_absent_keys_and_returns_what_was_there(store):
+    store.set_if_absent("t:1", b"before")
+    items = [("t:1", b"new"), ("t:2", b"two"), ("t:3", b"three"), ("t:2", b"again")]
+    assert store.set_if_absent_many(items) == [b"before", None, None, b"two"]
+    assert [store.get(f"t:{i}") for i in (1, 2, 3)] == [b"before", b"two", b"three"]
+    assert store.set_if_absent_many([]) == []
+    assert store.read(["t:2"]) == [b""]  # set-once keys, not record keys
+
+
 def test_set_if_absent_from_many_threads_has_exactly_one_winner(store):
     results = in_threads(16, lambda i: store.set_if_absent("t:1", f"party-{i}".encode()))
     winners = [i for i, result in enumerate(results) if result is None]

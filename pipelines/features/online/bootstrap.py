@@ -291,5 +291,6 @@ def _write_index(store: StateStore, frame: pl.DataFrame) -> None:
             separator=INDEX_SEPARATOR,
         ).alias("value"),
     )
-    for key, value in values.iter_rows():
-        store.set_if_absent(key, value.encode())
+    rows = [(key, value.encode()) for key, value in values.iter_rows()]
+    for start in range(0, len(rows), _APPEND_CHUNK):
+        store.set_if_absent_many(rows[start : start + _APPEND_CHUNK])

@@ -159,6 +159,21 @@ class EmbeddedStore:
             self._apply_set_once(key, value)
             return None
 
+    def set_if_absent_many(self, items: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
+        with self._lock:
+            found: list[bytes | None] = []
+            stored: dict[str, bytes] = {}
+            for key, value in items:
+                old = self._index.get(key, stored.get(key))
+                found.append(old)
+                if old is None:
+                    stored[key] = value
+            if self.directory is not None and stored:
+                self._write(_entry(_SET_ONCE, stored.items()))
+            for key, value in stored.items():
+                self._apply_set_once(key, value)
+            return found
+
     def get(self, key: str) -> bytes | None:
         with self._lock:
             return self._index.get(key)

@@ -105,6 +105,16 @@ class RedisStore:
         # SET NX GET (Redis 7): stores unless the key exists, and returns what was there.
         return self._client.set(self._index + key, value, nx=True, get=True)
 
+    def set_if_absent_many(self, items: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
+        # Pipelined in chunks: one round trip per chunk, each reply well within the timeout.
+        found: list[bytes | None] = []
+        for start in range(0, len(items), _MGET_KEYS):
+            pipe = self._client.pipeline(transaction=False)
+            for key, value in items[start : start + _MGET_KEYS]:
+                pipe.set(self._index + key, value, nx=True, get=True)
+            found += pipe.execute()
+        return found
+
     def get(self, key: str) -> bytes | None:
         return self._client.get(self._index + key)
 

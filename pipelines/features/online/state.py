@@ -22,7 +22,8 @@ ledger as it is now; online, a fact counts once its update has been recorded:
   before the transfer counts, whatever order the updates came in.
 
 Compaction keeps reads short: when a key read for a transfer at t holds transfers created more
-than `COMPACT_AFTER` before t, those before t - `KEEP` are folded into summaries
+than `COMPACT_AFTER` before t, or more than `FOLD_OUTCOMES_AFTER` outcome records (a busy
+payee's), those before t - `KEEP` are folded into summaries and outcomes into their transfers
 (`compute.compact`), written with `store.replace` (skipped when another writer appended in
 between: the next read tries again). Features of transfers created up to KEEP - 30 days before
 the newest transfer a key was compacted for stay exact; live traffic arrives in time order.
@@ -64,6 +65,7 @@ from pipelines.features.online.store import StateStore
 
 KEEP = 32 * DAY  # history kept as records when a key is compacted: the longest window and 2 days
 COMPACT_AFTER = 39 * DAY  # a key is compacted once its oldest transfer is this old: weekly
+FOLD_OUTCOMES_AFTER = 256  # a key is compacted once it holds more OUTCOME records than this
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INDEX_SEPARATOR = "\x1f"  # between the fields of an index value: never in a VPA or an id
 
@@ -131,7 +133,7 @@ class OnlineFeatureState:
             merchant=transfer["payee_type"] == "MERCHANT",
             channel=transfer["channel"],
         )
-        payer, payee, device = (compute.resolve(r) for r in recs)
+        payer, payee, device = (compute.resolve(compute.Columns(r)) for r in recs)
         return compute.features(query, payer, payee, device)
 
     def payee_blocklisted(self, payee_vpa: str, as_of: datetime) -> bool:
@@ -247,7 +249,10 @@ class OnlineFeatureState:
 
     def _compact_if_due(self, key: str, data: bytes, recs: np.ndarray, t: int) -> None:
         oldest = compute.oldest_transfer(recs)
-        if oldest is not None and oldest < t - COMPACT_AFTER:
+        old = oldest is not None and oldest < t - COMPACT_AFTER
+        # A busy payee gets an OUTCOME per transfer: folding them into their transfers keeps
+        # every query from matching thousands of outcomes to transfers (`compute.resolve`).
+        if old or compute.outcomes(recs) > FOLD_OUTCOMES_AFTER:
             self._replace(key, data, recs, t - KEEP)
 
     def _replace(self, key: str, data: bytes, recs: np.ndarray, horizon: int) -> bool:

@@ -41,6 +41,11 @@ class StateStore(Protocol):
         value already there (an index written once, e.g. transfer id -> its parties)."""
         ...
 
+    def set_if_absent_many(self, items: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
+        """`set_if_absent` of each item, in order (in bulk: one round trip per many keys); a
+        key given twice keeps its first value."""
+        ...
+
     def get(self, key: str) -> bytes | None:
         """The value of a set-once key (see `set_if_absent`), or None."""
         ...
