@@ -39,20 +39,6 @@ STREAMS = {"transfers": "created_at", "accounts": "event_time", "labels": "repor
 LIVE_FILE = "live-00000.parquet"  # landing file name of what the live hours produced
 _DONE = "paid.json"  # in the live directory, once the hours were paid and landed
 _DECLINED_ON_RISK = "K1"  # NPCI: declined on remitter risk
-_REQUEST_FIELDS = (
-    "transfer_id",
-    "created_at",
-    "payer_vpa",
-    "payee_vpa",
-    "payee_type",
-    "mcc",
-    "amount_paise",
-    "currency",
-    "channel",
-    "payer_device_id",
-    "payer_state",
-    "note",
-)
 
 
 def hold_back(landing: Path, live: Path, hours: float) -> dict[str, Any]:
@@ -295,6 +281,12 @@ _LEDGER_COLUMNS = (
     "status",
     "response_code",
     "note",
+)
+
+
+# What the app sends when it asks: the transfer before it has a place in the ledger or an outcome.
+_REQUEST_FIELDS = tuple(
+    c for c in _LEDGER_COLUMNS if c not in ("ledger_seq", "status", "response_code")
 )
 
 
