@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pipelines.decisions.policy import confirmed_mule_vpas
 from pipelines.features.definitions import FEATURE_NAMES, WHOLE_NUMBER_FEATURES
 from pipelines.features.engine import compute_features
+from pipelines.features.engine.single_transfer import TRANSFER_SCHEMA
 from pipelines.features.online import OnlineFeatureState, build_state, compute
 from pipelines.features.online import state as state_module
 from pipelines.features.online.embedded import EmbeddedStore
@@ -32,18 +33,6 @@ STATUSES += (("PENDING", None), ("REVERSED", "00"))
 OFFSETS = st.one_of(
     st.integers(0, 70 * 24 * 60), st.sampled_from([60 * 24 * 50, 60 * 24 * 50 + 3, 60 * 24 * 51])
 )
-TRANSFER_SCHEMA = {
-    "transfer_id": pl.String,
-    "created_at": pl.Datetime("us", "UTC"),
-    "payer_vpa": pl.String,
-    "payee_vpa": pl.String,
-    "payee_type": pl.String,
-    "amount_paise": pl.Int64,
-    "channel": pl.String,
-    "payer_device_id": pl.String,
-    "status": pl.String,
-    "response_code": pl.String,
-}
 EVENT_SCHEMA = {"vpa": pl.String, "event_type": pl.String, "event_time": pl.Datetime("us", "UTC")}
 LABEL_SCHEMA = {
     "transfer_id": pl.String,

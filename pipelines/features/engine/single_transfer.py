@@ -16,7 +16,8 @@ from pipelines.features.engine.inputs import (
 )
 
 _OUTCOME = ("status", "response_code")  # not known yet when a transfer arrives
-_TRANSFER_SCHEMA = {
+# The engine's columns with their types: a frame of transfers as the features read it.
+TRANSFER_SCHEMA = {
     "transfer_id": pl.String,
     "created_at": pl.Datetime("us", "UTC"),
     "payer_vpa": pl.String,
@@ -51,7 +52,7 @@ def features_for_transfer(
     cutoff = _epoch_us(created)
     row = {c: transfer.get(c) for c in TRANSFER_COLUMNS} | {"created_at": created}
     row["status"] = row["status"] or "PENDING"
-    one = pl.DataFrame([row], schema=_TRANSFER_SCHEMA)
+    one = pl.DataFrame([row], schema=TRANSFER_SCHEMA)
     payer, payee = transfer["payer_vpa"], transfer["payee_vpa"]
     prior = (
         history.lazy()
@@ -68,7 +69,7 @@ def features_for_transfer(
             | (pl.col("payer_device_id") == transfer["payer_device_id"])
         )
         .with_columns(_as_utc("created_at"))
-        .cast(_TRANSFER_SCHEMA)
+        .cast(TRANSFER_SCHEMA)
         .collect()
     )
     events = account_events.select(ACCOUNT_EVENT_COLUMNS).filter(
